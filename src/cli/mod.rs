@@ -1,0 +1,25 @@
+//! The command line: one file per subcommand, each turning flags into the
+//! library's typed options. Only this layer knows clap, bars and exit codes.
+
+pub mod eval;
+pub mod finetune;
+pub mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Learn CipherPrune token-pruning thresholds for a BERT model on a GLUE task,
+/// then check accuracy on ciphertext-equivalent fixed-point arithmetic.
+#[derive(Parser, Debug)]
+#[command(name = "cipherprune", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fine-tune a pretrained BERT on a GLUE task (writes a run directory).
+    Finetune(finetune::FinetuneArgs),
+    /// Evaluate a fine-tuned run on a split.
+    Eval(eval::EvalArgs),
+}

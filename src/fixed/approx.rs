@@ -1,0 +1,492 @@
+//! The non-linear functions in fixed point, written over the protocol
+//! primitives of [`Backend`] so that the plain engine and a secret-shared
+//! backend run them unchanged. Their float twins, step for step, are in
+//! [`super::twin`]; the table of domains, errors and costs is in
+//! [`super`]'s module docs, and the tests below measure every number in it.
+//!
+//! Conventions: inputs and outputs are at scale s; a constant `c` is
+//! `round(c · 2^s)` (BOLT's scale-12 integers are exactly these, see the
+//! `bolt_constants` test); a product is truncated by s once, after any public
+//! terms at scale 2s have been added to it.
+
+use super::Ring;
+use crate::secure::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+/// Which of a pair of approximations to use: BOLT's (high) or our cheaper
+/// low-degree one for reduced tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degree {
+    High,
+    Low,
+}
+
+// ---- constants (shared with the twin) ---------------------------------------
+
+/// BOLT's GELU: 0.5x + P4(|x|) on |x| < 2.7, coefficients c0..c4.
+pub const GELU_HIGH_P4: [f64; 5] = [
+    0.001620808531847,
+    -0.037981646127142,
+    0.541055016636838,
+    -0.183525061270827,
+    0.020848611754128,
+];
+pub const GELU_HIGH_CUT: f64 = 2.7;
+/// Ours: 0.5x + Q2(|x|) on |x| < 2.2, c0..c2. Minimax (discrete Remez) of
+/// |x|(Φ(|x|) − ½) on [0, 2.2]; 2.2 balances the fit error (0.0316) against
+/// ReLU's error at the cut (2.2·Φ(−2.2) = 0.0306).
+pub const GELU_LOW_Q2: [f64; 3] = [-0.031612858146154915, 0.25976585867974306, 0.11594075261718566];
+pub const GELU_LOW_CUT: f64 = 2.2;
+
+pub const LN2: f64 = std::f64::consts::LN_2;
+pub const INV_LN2: f64 = std::f64::consts::LOG2_E;
+/// BOLT's e^p ≈ a(p + b)² + c on p ∈ (−ln2, 0].
+pub const EXP_HIGH_ABC: [f64; 3] = [0.3585, 1.353, 0.344];
+/// BOLT's clip of z = ⌊−x/ln2⌋ (4 bits of z are shifted by).
+pub const EXP_HIGH_CLIP: u64 = 13;
+/// Ours: e^p ≈ a0 + a1·p on (−ln2, 0], minimax in *relative* error (what
+/// softmax normalisation sees); the errors at both ends are equal, so the
+/// approximation is continuous across octaves.
+pub const EXP_LOW_A: [f64; 2] = [0.9701787945539003, 0.6998360678392722];
+/// Ours: clip z at 7 (3 bits): e^x is taken as 0 below −8·ln2 ≈ −5.55.
+pub const EXP_LOW_CLIP: u64 = 7;
+
+/// Reciprocal: initial guess (2/3)·2^−k for v ∈ [2^k, 2^(k+1)), then Newton.
+pub const RECIP_INIT: f64 = 2.0 / 3.0;
+pub const RECIP_NEWTON: usize = 4;
+/// Reciprocal square root: initial guess √(2/3)·2^(−m/2) for v ∈ [2^m, 2^(m+1)),
+/// m found among RSQRT_MIN_LOG2..=RSQRT_MAX_LOG2, then Newton.
+pub const RSQRT_INIT: f64 = 0.816496580927726; // √(2/3)
+pub const RSQRT_MIN_LOG2: i32 = -12;
+pub const RSQRT_MAX_LOG2: i32 = 13;
+pub const RSQRT_NEWTON: usize = 3;
+
+/// BOLT's tanh: sign(x)·Q5(|x|) on |x| ≤ 2.855, else ±1; c0..c5.
+pub const TANH_Q5: [f64; 6] = [
+    -0.0024920889620412097,
+    1.0542492677156243,
+    -0.17616532856475706,
+    -0.20093640347818847,
+    0.09948747962825866,
+    -0.013232131886235352,
+];
+pub const TANH_CUT: f64 = 2.855;
+
+/// BOLT's P4 refactored to need two secret products:
+/// P4(y) = (α·y² + αp·y + αq)² + r·y + t. Returns [α, αp, αq, r, t].
+pub fn gelu_high_factored() -> [f64; 5] {
+    let [c0, c1, c2, c3, c4] = GELU_HIGH_P4;
+    let p = c3 / (2.0 * c4);
+    let q = (c2 / c4 - p * p) / 2.0;
+    let r = c1 - 2.0 * c4 * p * q;
+    let t = c0 - c4 * q * q;
+    let a = c4.sqrt();
+    [a, a * p, a * q, r, t]
+}
+
+/// Bits of z the exp shifts by, and the clip, per degree.
+pub fn exp_clip(deg: Degree) -> (u64, u32) {
+    let clip = match deg {
+        Degree::High => EXP_HIGH_CLIP,
+        Degree::Low => EXP_LOW_CLIP,
+    };
+    (clip, 64 - clip.leading_zeros())
+}
+
+/// Smallest J with 2^J ≥ n (0 for n ≤ 1): the reciprocal's range for a
+/// softmax sum over n entries, each at most ≈ 1.
+pub fn ceil_log2(n: usize) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        usize::BITS - (n - 1).leading_zeros()
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+fn enc(r: Ring, c: f64) -> u64 {
+    r.encode(c)
+}
+
+/// The integer t such that, for every representable a, `a < t` in the ring
+/// exactly when the real a < c (and `a ≥ t` when a ≥ c): ⌈c·2^s⌉. Rounding
+/// the constant instead would let the fixed point and its twin take
+/// different branches at the boundary.
+pub fn lt_threshold(r: Ring, c: f64) -> u64 {
+    r.from_i128((c * (r.frac() as f64).exp2()).ceil() as i128)
+}
+
+/// As [`lt_threshold`] for `a ≤ c`: `a < ⌊c·2^s⌋ + 1`.
+pub fn le_threshold(r: Ring, c: f64) -> u64 {
+    r.from_i128((c * (r.frac() as f64).exp2()).floor() as i128 + 1)
+}
+
+/// `trunc(x · y)`: one secret product and one truncation.
+pub fn mul_rescale<B: Backend>(b: &mut B, x: &B::Arith, y: &B::Arith) -> B::Arith {
+    let p = b.mul(x, y);
+    b.rescale(&p)
+}
+
+/// `trunc(Σ c_i·t_i + extra2) + c0`: public coefficients at scale s, an
+/// optional secret already at scale 2s, one truncation, a constant.
+fn affine<B: Backend>(
+    b: &mut B,
+    terms: &[(&B::Arith, f64)],
+    extra2: Option<&B::Arith>,
+    c0: f64,
+) -> B::Arith {
+    let r = b.ring();
+    let mut acc = extra2.cloned();
+    for (t, c) in terms {
+        let p = b.mul_public(t, &[enc(r, *c)]);
+        acc = Some(match acc {
+            Some(a) => b.add(&a, &p),
+            None => p,
+        });
+    }
+    let acc = acc.expect("affine needs at least one term");
+    let y = b.rescale(&acc);
+    b.add_public(&y, &[enc(r, c0)])
+}
+
+/// (x < 0, |x|): one comparison, one MUX.
+fn sign_abs<B: Backend>(b: &mut B, x: &B::Arith) -> (B::Bits, B::Arith) {
+    let sign = b.msb(x);
+    let nx = b.neg(x);
+    let a = b.mux(&sign, &nx, x);
+    (sign, a)
+}
+
+/// Index vector broadcasting one value per row over rows of `width`.
+fn broadcast_idx(rows: usize, width: usize) -> Vec<usize> {
+    (0..rows * width).map(|i| i / width).collect()
+}
+
+/// Index vector repeating each of `rows` values `times` times (same as a
+/// broadcast; named for readability where it builds thermometer codes).
+fn repeat_idx(rows: usize, times: usize) -> Vec<usize> {
+    broadcast_idx(rows, times)
+}
+
+// ---- GELU ---------------------------------------------------------------------
+
+/// GELU(x) ≈ 0.5x + P(|x|) inside the cut, ReLU(x) outside.
+///
+/// High: P = BOLT's P4 as (αy² + αp·y + αq)² + r·y + t. Low: Q2.
+/// Per element: 2 comparisons (sign, segment), 4 MUXes (|x|, clamp, ReLU,
+/// segment);
+/// high 2 products and 3 truncations, low 1 product and 2 truncations.
+pub fn gelu<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
+    let r = b.ring();
+    let (sign, a) = sign_abs(b, x);
+    let cut = match deg {
+        Degree::High => GELU_HIGH_CUT,
+        Degree::Low => GELU_LOW_CUT,
+    };
+    let cut_t = lt_threshold(r, cut);
+    let d = b.sub_public(&a, &[cut_t]);
+    let inside = b.msb(&d); // |x| < cut
+    // The polynomial only matters inside; clamping its argument keeps the
+    // discarded branch from overflowing narrow rings for large |x|.
+    let cut_v = b.constant(&vec![cut_t; b.len(x)]);
+    let a = b.mux(&inside, &a, &cut_v);
+    let y2 = mul_rescale(b, &a, &a);
+    let poly = match deg {
+        Degree::High => {
+            let [al, alp, alq, rr, t] = gelu_high_factored();
+            let w = affine(b, &[(&y2, al), (&a, alp)], None, alq);
+            let ww = b.mul(&w, &w);
+            affine(b, &[(&a, rr), (x, 0.5)], Some(&ww), t)
+        }
+        Degree::Low => {
+            let [c0, c1, c2] = GELU_LOW_Q2;
+            affine(b, &[(&y2, c2), (&a, c1), (x, 0.5)], None, c0)
+        }
+    };
+    let zero = b.zeros(b.len(x));
+    let relu = b.mux(&sign, &zero, x);
+    b.mux(&inside, &poly, &relu)
+}
+
+// ---- exp and softmax ----------------------------------------------------------------
+
+/// e^x for x ≤ 0 (after max subtraction) by range reduction:
+/// z = ⌊−x/ln2⌋ (one truncation by 2s of −x·(1/ln2)), p = x + z·ln2,
+/// e^p by a polynomial, then a secret right shift by z done bit by bit
+/// (high bit first: compare z with 2^k, subtract, MUX between the value and
+/// its truncation by 2^k), and 0 where z exceeds the clip.
+///
+/// Per element, high (clip 13, 4 bits): 5 comparisons, 1 product,
+/// 7 truncations, 5 MUXes, 3 B2A. Low (clip 7, 3 bits, linear): 4
+/// comparisons, 0 products, 5 truncations, 4 MUXes, 2 B2A.
+pub fn exp_neg<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
+    let r = b.ring();
+    let s = r.frac();
+    let (clip, bits) = exp_clip(deg);
+    let nx = b.neg(x);
+    let z2 = b.mul_public(&nx, &[enc(r, INV_LN2)]);
+    let mut z = b.truncate(&z2, 2 * s); // an integer, not scaled
+    let over = b.sub_public(&z, &[clip + 1]);
+    let in_range = b.msb(&over); // z ≤ clip
+    let zl = b.mul_public(&z, &[enc(r, LN2)]);
+    let p = b.add(x, &zl);
+    let mut e = match deg {
+        Degree::High => {
+            let [a, bb, c] = EXP_HIGH_ABC;
+            let q = b.add_public(&p, &[enc(r, bb)]);
+            let q2 = mul_rescale(b, &q, &q);
+            affine(b, &[(&q2, a)], None, c)
+        }
+        Degree::Low => affine(b, &[(&p, EXP_LOW_A[1])], None, EXP_LOW_A[0]),
+    };
+    for k in (0..bits).rev() {
+        let bit = b.ge_public(&z, &[1u64 << k]);
+        if k > 0 {
+            let ba = b.b2a(&bit);
+            let step = b.mul_public(&ba, &[1u64 << k]);
+            z = b.sub(&z, &step);
+        }
+        let shifted = b.truncate(&e, 1 << k);
+        e = b.mux(&bit, &shifted, &e);
+    }
+    let zero = b.zeros(b.len(x));
+    b.mux(&in_range, &e, &zero)
+}
+
+/// Maximum of each row of `row_len` by a tree of pairwise comparisons,
+/// all rows at once: row_len − 1 comparisons and MUXes per row.
+pub fn row_max<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize) -> B::Arith {
+    let rows = b.len(x) / row_len;
+    let mut cur = x.clone();
+    let mut width = row_len;
+    while width > 1 {
+        let half = width / 2;
+        let left: Vec<usize> = (0..rows).flat_map(|i| (0..half).map(move |j| i * width + 2 * j)).collect();
+        let right: Vec<usize> = left.iter().map(|&i| i + 1).collect();
+        let l = b.gather(&cur, &left);
+        let rt = b.gather(&cur, &right);
+        let d = b.sub(&l, &rt);
+        let l_less = b.msb(&d);
+        let m = b.mux(&l_less, &rt, &l);
+        cur = if width % 2 == 1 {
+            // The odd last element of each row goes up a level unchanged.
+            let tails: Vec<usize> = (0..rows).map(|i| i * width + width - 1).collect();
+            let t = b.gather(&cur, &tails);
+            let both = b.concat(&[&m, &t]);
+            let idx: Vec<usize> = (0..rows)
+                .flat_map(|i| (0..half).map(move |j| i * half + j).chain(std::iter::once(rows * half + i)))
+                .collect();
+            b.gather(&both, &idx)
+        } else {
+            m
+        };
+        width = half + width % 2;
+    }
+    cur
+}
+
+/// 1/v for v in [≈0.5, 2^(max_log2+1)) (a softmax sum of up to 2^max_log2
+/// terms ≤ 1): thermometer code c_j = [v ≥ 2^j], j = 1..=max_log2
+/// (comparisons), initial guess (2/3)·2^−k assembled without truncation as
+/// enc(2/3) + Σ_j b2a(c_j)·(enc((2/3)2^−j) − enc((2/3)2^−(j−1))), then
+/// [`RECIP_NEWTON`] steps y ← y(2 − v·y) (two products each).
+pub fn reciprocal<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> B::Arith {
+    let r = b.ring();
+    let rows = b.len(v);
+    let init = |k: i32| enc(r, RECIP_INIT * (-k as f64).exp2());
+    let mut y = if max_log2 == 0 {
+        b.constant(&vec![init(0); rows])
+    } else {
+        let jn = max_log2 as usize;
+        let vr = b.gather(v, &repeat_idx(rows, jn));
+        let thr: Vec<u64> = (1..=max_log2).map(|j| lt_threshold(r, (j as f64).exp2())).collect();
+        let c = b.ge_public(&vr, &thr);
+        let ca = b.b2a(&c);
+        let deltas: Vec<u64> = (1..=max_log2 as i32).map(|j| r.sub(init(j), init(j - 1))).collect();
+        let t = b.mul_public(&ca, &deltas);
+        let sum = b.sum_chunks(&t, jn);
+        b.add_public(&sum, &[init(0)])
+    };
+    let two = enc(r, 2.0);
+    for _ in 0..RECIP_NEWTON {
+        let e = mul_rescale(b, v, &y);
+        let u = b.public_sub(&[two], &e);
+        y = mul_rescale(b, &y, &u);
+    }
+    y
+}
+
+/// Softmax of each row of `row_len`: row max (tree), subtract, exp, row sum,
+/// one reciprocal per row, one product per element.
+pub fn softmax<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, deg: Degree) -> B::Arith {
+    let n = b.len(x);
+    assert!(row_len > 0 && n % row_len == 0, "softmax: rows of {row_len} in {n}");
+    let rows = n / row_len;
+    let m = row_max(b, x, row_len);
+    let bc = broadcast_idx(rows, row_len);
+    let mb = b.gather(&m, &bc);
+    let d = b.sub(x, &mb);
+    let e = exp_neg(b, &d, deg);
+    let sum = b.sum_chunks(&e, row_len);
+    let rcp = reciprocal(b, &sum, ceil_log2(row_len));
+    let rb = b.gather(&rcp, &bc);
+    mul_rescale(b, &e, &rb)
+}
+
+// ---- LayerNorm --------------------------------------------------------------------------
+
+/// x / d for a public positive integer d without losing s-bit precision or
+/// headroom: truncate by e = ⌊log2 d⌋ bits, then multiply by enc(2^e/d)
+/// (a constant in (½, 1]) and truncate. Two truncations per element.
+pub fn div_public<B: Backend>(b: &mut B, x: &B::Arith, d: usize) -> B::Arith {
+    assert!(d > 0, "division by zero");
+    let r = b.ring();
+    let e = usize::BITS - 1 - d.leading_zeros();
+    let y = if e > 0 { b.truncate(x, e) } else { x.clone() };
+    let c = enc(r, (e as f64).exp2() / d as f64);
+    let p = b.mul_public(&y, &[c]);
+    b.rescale(&p)
+}
+
+/// How LayerNorm trades headroom for precision in a given ring (the float
+/// twin has no such choice; these only change rounding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormPrecision {
+    /// Bits the centred values lose before squaring, so that |x − μ| < 2^8
+    /// squares without overflow: k = max(0, ⌈(17 + 2s − ℓ)/2⌉), at most s/2.
+    /// 2 for 37/12 (BERT's outlier features reach |x − μ| ≈ 220 before the
+    /// FFN LayerNorm), 5 for 32/12, 0 for 64/16.
+    pub square_shift: u32,
+    /// Extra fractional bits of 1/√var (it is small when the variance is
+    /// large) and of the Newton intermediates:
+    /// e = clamp(min(ℓ − 9 − 2s, ⌊(ℓ − 3 − 2s)/2⌋), 0, s), so that v·y and
+    /// (v·y)·y at 2(s + e) bits fit. 4 for 37/12, 0 for 32/12, 14 for 64/16.
+    pub rsqrt_extra: u32,
+}
+
+impl NormPrecision {
+    pub fn for_ring(r: Ring) -> Self {
+        let (l, s) = (r.bits() as i64, r.frac() as i64);
+        let k = ((17 + 2 * s - l + 1) / 2).clamp(0, s / 2);
+        let e = (l - 1 - 2 * s - 8).min((l - 3 - 2 * s) / 2).clamp(0, s);
+        NormPrecision { square_shift: k as u32, rsqrt_extra: e as u32 }
+    }
+}
+
+/// 1/√v, returned at scale s + `extra`, for v in [2^RSQRT_MIN_LOG2,
+/// 2^(RSQRT_MAX_LOG2+1)): the leading-one position m among those octaves by
+/// a thermometer of comparisons, the initial guess √(2/3)·2^(−m/2)
+/// assembled as in [`reciprocal`], then [`RSQRT_NEWTON`] steps
+/// y ← y(3 − v·y²)/2, with v·y² computed as (v·y)·y to keep products small,
+/// and /2 folded into the truncation.
+pub fn rsqrt<B: Backend>(b: &mut B, v: &B::Arith, extra: u32) -> B::Arith {
+    let r = b.ring();
+    let s = r.frac();
+    let ys = s + extra;
+    let rows = b.len(v);
+    let init = |m: i32| r.encode_at(RSQRT_INIT * (-(m as f64) / 2.0).exp2(), ys).0;
+    let js: Vec<i32> = (RSQRT_MIN_LOG2 + 1..=RSQRT_MAX_LOG2).collect();
+    let vr = b.gather(v, &repeat_idx(rows, js.len()));
+    let thr: Vec<u64> = js.iter().map(|&j| lt_threshold(r, (j as f64).exp2())).collect();
+    let c = b.ge_public(&vr, &thr);
+    let ca = b.b2a(&c);
+    let deltas: Vec<u64> = js.iter().map(|&j| r.sub(init(j), init(j - 1))).collect();
+    let t = b.mul_public(&ca, &deltas);
+    let sum = b.sum_chunks(&t, js.len());
+    let mut y = b.add_public(&sum, &[init(RSQRT_MIN_LOG2)]);
+    let three = enc(r, 3.0);
+    for _ in 0..RSQRT_NEWTON {
+        let t = b.mul(v, &y);
+        let t = b.truncate(&t, s); // v·y at s + extra
+        let u = b.mul(&t, &y);
+        let u = b.truncate(&u, s + 2 * extra); // v·y² at s
+        let w = b.public_sub(&[three], &u);
+        let p = b.mul(&y, &w);
+        y = b.truncate(&p, s + 1); // y(3 − u)/2 at s + extra
+    }
+    y
+}
+
+/// LayerNorm over rows of `width`: mean, centred values c, variance (each
+/// square truncated before the sum, so the sum is at scale s; see
+/// [`NormPrecision`] for the headroom), 1/√var, then γ and β (β at scale 2s,
+/// added before the last truncation). No ε: encode(1e-12) is 0 at any
+/// s ≤ 39, and BOLT adds none; a constant row (var = 0) gives c = 0 and the
+/// output β.
+pub fn layer_norm<B: Backend>(
+    b: &mut B,
+    x: &B::Arith,
+    width: usize,
+    gamma: &[u64],
+    beta2: &[u64],
+) -> B::Arith {
+    let n = b.len(x);
+    assert!(width > 0 && n % width == 0, "layer_norm: rows of {width} in {n}");
+    assert!(gamma.len() == width && beta2.len() == width, "layer_norm: γ/β are not {width} wide");
+    let r = b.ring();
+    let s = r.frac();
+    let prec = NormPrecision::for_ring(r);
+    let rows = n / width;
+    let bc = broadcast_idx(rows, width);
+    let sum = b.sum_chunks(x, width);
+    let mu = div_public(b, &sum, width);
+    let mub = b.gather(&mu, &bc);
+    let c = b.sub(x, &mub);
+    let k = prec.square_shift;
+    let cs = if k > 0 { b.truncate(&c, k) } else { c.clone() };
+    let sq = b.mul(&cs, &cs); // scale 2(s − k)
+    let sq = b.truncate(&sq, s - 2 * k);
+    let ssum = b.sum_chunks(&sq, width);
+    let var = div_public(b, &ssum, width);
+    let rs = rsqrt(b, &var, prec.rsqrt_extra);
+    let rsb = b.gather(&rs, &bc);
+    let y = b.mul(&c, &rsb);
+    let y = b.truncate(&y, s + prec.rsqrt_extra);
+    let g = b.mul_public(&y, gamma);
+    let g = b.add_public(&g, beta2);
+    b.rescale(&g)
+}
+
+// ---- tanh -------------------------------------------------------------------------------------
+
+/// BOLT's Q5 in the variable u = |x|/cut ∈ [0, 1]: coefficients
+/// c_k·cut^k. Same polynomial; but its coefficients are encoded with an
+/// error that the powers of u ≤ 1 do not amplify (c5·|x|⁵ with |x| near 2.855
+/// would turn the half-ulp rounding of c5 into ~40 ulps at s = 12).
+pub fn tanh_scaled() -> [f64; 6] {
+    let mut d = TANH_Q5;
+    for (k, v) in d.iter_mut().enumerate() {
+        *v *= TANH_CUT.powi(k as i32);
+    }
+    d
+}
+
+/// tanh(x) ≈ sign(x)·Q5(|x|) for |x| ≤ 2.855, ±1 outside (BOLT), with Q5
+/// evaluated in u = |x|/2.855 (see [`tanh_scaled`]). Powers u², u³ = u²·u,
+/// u⁴ = u²·u², u⁵ = u⁴·u: 4 products; 2 comparisons, 4 MUXes (|x|, clamp,
+/// ±1, sign), 6 truncations per element.
+pub fn tanh<B: Backend>(b: &mut B, x: &B::Arith) -> B::Arith {
+    let r = b.ring();
+    let (sign, a) = sign_abs(b, x);
+    let d = b.sub_public(&a, &[le_threshold(r, TANH_CUT)]);
+    let inside = b.msb(&d); // |x| ≤ cut
+    // Clamp the argument as in `gelu`: powers of a large |x| would overflow.
+    let cut_v = b.constant(&vec![enc(r, TANH_CUT); b.len(x)]);
+    let a = b.mux(&inside, &a, &cut_v);
+    let u = affine(b, &[(&a, 1.0 / TANH_CUT)], None, 0.0);
+    let u2 = mul_rescale(b, &u, &u);
+    let u3 = mul_rescale(b, &u2, &u);
+    let u4 = mul_rescale(b, &u2, &u2);
+    let u5 = mul_rescale(b, &u4, &u);
+    let c = tanh_scaled();
+    let q = affine(b, &[(&u, c[1]), (&u2, c[2]), (&u3, c[3]), (&u4, c[4]), (&u5, c[5])], None, c[0]);
+    let one = b.constant(&vec![r.one(); b.len(x)]);
+    let t = b.mux(&inside, &q, &one);
+    let nt = b.neg(&t);
+    b.mux(&sign, &nt, &t)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,23 @@
+//! Thin binary: parse, dispatch, print the error chain, exit non-zero.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    let result = match args.command {
+        cli::Command::Finetune(a) => cli::finetune::run(a),
+        cli::Command::Eval(a) => cli::eval::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

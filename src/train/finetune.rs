@@ -1,0 +1,173 @@
+//! Fine-tuning: cross-entropy (or MSE for STS-B) on the task head, all
+//! weights but the word-embedding table trained.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::eval::{self, Metrics};
+use super::optim::{decays, Group};
+use super::progress::Observer;
+use super::trainer::{self, LoopSpec, Outcome, Stage};
+use crate::config::FinetuneConfig;
+use crate::data::{batch::Batch, Encoded, Task};
+use crate::error::{Error, Result};
+use crate::model::{params, Bert, BertConfig, ForwardCtx, Inputs, ModelFiles, Params};
+
+/// A model ready to train or evaluate, with where it came from.
+pub struct Loaded {
+    pub files: ModelFiles,
+    pub cfg: BertConfig,
+    pub params: Params,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+/// Resolves and loads a model; with `num_labels`, adds a freshly initialised
+/// (seeded) head if the weights have none.
+pub fn load_model(spec: &str, num_labels: Option<usize>, max_len: usize, seed: u64) -> Result<Loaded> {
+    let files = crate::model::resolve(spec)?;
+    let mut cfg = BertConfig::load(&files.config)?;
+    let mut params = Params::load(&files.weights)?;
+    if let Some(k) = num_labels {
+        if let Some(have) = cfg.num_labels.filter(|&h| h != k && params.contains("classifier.weight")) {
+            return Err(Error::Model(format!("`{}` has a {have}-label head, the task needs {k}", files.weights.display())));
+        }
+        let mut rng = params::seeded(seed);
+        params.init_if_missing("classifier.weight", &[k, cfg.hidden_size], 0.02, &mut rng)?;
+        params.init_if_missing("classifier.bias", &[k], 0.0, &mut rng)?;
+        cfg.num_labels = Some(k);
+    }
+    let tokenizer = crate::data::load_tokenizer(&files.dir, max_len)?;
+    Ok(Loaded { files, cfg, params, tokenizer })
+}
+
+/// Reads and tokenises one split, keeping the first `limit` examples.
+pub fn load_split(tok: &tokenizers::Tokenizer, data_dir: &Path, task: Task, split: &str, limit: Option<usize>) -> Result<Vec<Encoded>> {
+    let mut ex = crate::data::read_split(data_dir, task, split)?;
+    if let Some(n) = limit {
+        ex.truncate(n);
+    }
+    crate::data::encode_examples(tok, &ex)
+}
+
+/// Copies the tokenizer files next to saved weights so a run directory is
+/// itself a model directory (`--model RUN` / `--checkpoint RUN` both work).
+pub fn save_model_dir(dir: &Path, params: &Params, cfg: &BertConfig, source: &Path) -> Result<()> {
+    params.save(&dir.join("model.safetensors"))?;
+    let json = serde_json::to_string_pretty(cfg).expect("config serialises");
+    crate::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+    for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
+        let from = source.join(name);
+        let to = dir.join(name);
+        if from.is_file() && from != to {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            crate::io::write_atomic(&to, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Task loss from logits: cross-entropy, or mean squared error for regression.
+pub fn task_loss(logits: &Tensor, labels: &[f32], regression: bool) -> Result<Tensor> {
+    let dev = logits.device();
+    if regression {
+        let y = Tensor::from_slice(labels, (labels.len(),), dev)?;
+        Ok(candle_nn::loss::mse(&logits.squeeze(1)?, &y)?)
+    } else {
+        let y: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        Ok(candle_nn::loss::cross_entropy(logits, &Tensor::from_vec(y, (labels.len(),), dev)?)?)
+    }
+}
+
+pub fn inputs_of(b: &Batch) -> Result<Inputs> {
+    Inputs::new(&b.input_ids, &b.type_ids, &b.attention_mask, b.batch_size, b.seq_len)
+}
+
+struct FinetuneStage {
+    loaded: Loaded,
+    model: Bert,
+    task: Task,
+    dev: Vec<Encoded>,
+    batch_size: usize,
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl Stage for FinetuneStage {
+    fn loss(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let mut ctx = ForwardCtx { dropout: Some(rng), output_attentions: false };
+        let out = self.model.forward(&inputs_of(b)?, &mut ctx)?;
+        let logits = out.logits.expect("fine-tuned model has a head").to_dtype(DType::F32)?;
+        Ok((task_loss(&logits, &b.labels, self.task.is_regression())?, vec![]))
+    }
+
+    fn groups(&self) -> Vec<Group> {
+        let (decay, no_decay): (Vec<_>, Vec<_>) = self.loaded.params.vars().iter().map(|(n, v)| (n.clone(), v.clone())).partition(|(n, _)| decays(n));
+        vec![
+            Group { name: "decay".into(), vars: decay, lr: self.lr, weight_decay: self.weight_decay },
+            Group { name: "no_decay".into(), vars: no_decay, lr: self.lr, weight_decay: 0.0 },
+        ]
+    }
+
+    fn evaluate(&mut self, observer: &mut dyn Observer) -> Result<Metrics> {
+        eval::evaluate(&self.model, self.task, &self.dev, self.batch_size.max(64), observer)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        save_model_dir(dir, &self.loaded.params, &self.loaded.cfg, &self.loaded.files.dir)
+    }
+
+    fn restore(&mut self, dir: &Path) -> Result<()> {
+        self.loaded.params.restore_from(&dir.join("model.safetensors"))
+    }
+}
+
+/// What `finetune` was asked to do beyond the config.
+pub struct FinetuneRun {
+    pub cfg: FinetuneConfig,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub stop_after: Option<usize>,
+}
+
+pub struct FinetuneReport {
+    pub outcome: Outcome,
+    pub train_examples: usize,
+    pub dev_examples: usize,
+}
+
+pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<FinetuneReport> {
+    let cfg = &run.cfg;
+    cfg.validate()?;
+    let task = Task::from_name(&cfg.task)?;
+    let mut loaded = load_model(&cfg.model, Some(task.num_labels()), cfg.max_seq_len, cfg.seed)?;
+    let train = load_split(&loaded.tokenizer, &cfg.data_dir, task, "train", cfg.limit)?;
+    let dev = load_split(&loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?;
+    if train.is_empty() {
+        return Err(Error::Config("the training split is empty".into()));
+    }
+    let freeze = cfg.freeze_word_embeddings;
+    loaded.params.make_trainable(|n| !(freeze && n == params::WORD_EMBEDDINGS))?;
+    let model = Bert::new(&loaded.cfg, &loaded.params, Some(task.num_labels()))?;
+    std::fs::create_dir_all(&run.run_dir).map_err(|e| Error::io(&run.run_dir, e))?;
+    crate::config::save_yaml(&run.run_dir.join("config.yaml"), cfg)?;
+    let mut stage = FinetuneStage { loaded, model, task, dev, batch_size: cfg.batch_size, lr: cfg.learning_rate, weight_decay: cfg.weight_decay };
+    let spec = LoopSpec {
+        run_dir: run.run_dir.clone(),
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        warmup_ratio: cfg.warmup_ratio,
+        max_grad_norm: cfg.max_grad_norm,
+        save_every: cfg.save_every,
+        eval_every: cfg.eval_every,
+        log_every: cfg.log_every,
+        main_metric: task.main_metric().to_string(),
+        stop_after: run.stop_after,
+        resume: run.resume,
+    };
+    let (n_train, n_dev) = (train.len(), stage.dev.len());
+    let outcome = trainer::run(&spec, &mut stage, &train, observer)?;
+    Ok(FinetuneReport { outcome, train_examples: n_train, dev_examples: n_dev })
+}

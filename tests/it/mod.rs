@@ -1,0 +1,6 @@
+pub mod fixtures;
+
+mod cli;
+mod finetune;
+mod golden;
+mod model;
