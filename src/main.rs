@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         cli::Command::Finetune(a) => cli::finetune::run(a),
         cli::Command::Eval(a) => cli::eval::run(a),
+        cli::Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

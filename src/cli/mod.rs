@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each turning flags into the
 //! library's typed options. Only this layer knows clap, bars and exit codes.
 
+pub mod bench;
 pub mod eval;
 pub mod finetune;
 pub mod progress;
@@ -22,4 +23,6 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Evaluate a fine-tuned run on a split.
     Eval(eval::EvalArgs),
+    /// Time training steps on the real model (step time, examples/s).
+    Bench(bench::BenchArgs),
 }

@@ -1,0 +1,95 @@
+//! Training-step timing on the real model with synthetic token ids: what
+//! `cipherprune bench` reports. Same work as the PyTorch baseline in the
+//! README (batch, sequence length, word embeddings frozen, dropout on).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::finetune::{load_model, task_loss};
+use super::optim::{decays, AdamW, Group};
+use crate::error::Result;
+use crate::model::{params, Bert, ForwardCtx, Inputs};
+
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    pub model: String,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    /// Timed steps (after one untimed warm-up step).
+    pub steps: usize,
+}
+
+/// Median seconds per part of a step, over the timed steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    pub threads: usize,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    pub step_s: f64,
+    pub step_min_s: f64,
+    pub step_max_s: f64,
+    pub examples_per_second: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+pub fn run(spec: &BenchSpec, mut on_step: impl FnMut(usize)) -> Result<BenchReport> {
+    let (b, t) = (spec.batch_size, spec.seq_len);
+    let mut m = load_model(&spec.model, Some(2), t.max(8), 0)?;
+    m.params.make_trainable(|n| n != params::WORD_EMBEDDINGS)?;
+    let model = Bert::new(&m.cfg, &m.params, Some(2))?;
+    // Token ids spread over the vocabulary; [CLS] first, no padding.
+    let vocab = m.cfg.vocab_size as u32;
+    let ids: Vec<u32> = (0..b * t).map(|i| if i % t == 0 { 101 } else { 1000 + (i as u32 * 7919) % (vocab - 1000) }).collect();
+    let inputs = Inputs::new(&ids, &vec![0; b * t], &vec![1; b * t], b, t)?;
+    let labels: Vec<f32> = (0..b).map(|i| (i % 2) as f32).collect();
+    let (decay, no_decay): (Vec<_>, Vec<_>) = m.params.vars().iter().map(|(n, v)| (n.clone(), v.clone())).partition(|(n, _)| decays(n));
+    let mut opt = AdamW::new(vec![
+        Group { name: "decay".into(), vars: decay, lr: 1e-5, weight_decay: 0.01 },
+        Group { name: "no_decay".into(), vars: no_decay, lr: 1e-5, weight_decay: 0.0 },
+    ])?;
+    let (mut fw, mut bw, mut op, mut st) = (vec![], vec![], vec![], vec![]);
+    for it in 0..=spec.steps {
+        let mut rng = params::seeded(it as u64);
+        let t0 = Instant::now();
+        let out = model.forward(&inputs, &mut ForwardCtx { dropout: Some(&mut rng), output_attentions: false })?;
+        let loss = task_loss(&out.logits.expect("head"), &labels, false)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&grads, 1.0, Some(1.0))?;
+        let t3 = Instant::now();
+        if it > 0 {
+            fw.push((t1 - t0).as_secs_f64());
+            bw.push((t2 - t1).as_secs_f64());
+            op.push((t3 - t2).as_secs_f64());
+            st.push((t3 - t0).as_secs_f64());
+        }
+        on_step(it);
+    }
+    let step_s = median(&mut st);
+    Ok(BenchReport {
+        model: spec.model.clone(),
+        batch_size: b,
+        seq_len: t,
+        steps: spec.steps,
+        threads: candle_core::utils::get_num_threads(),
+        forward_s: median(&mut fw),
+        backward_s: median(&mut bw),
+        optimizer_s: median(&mut op),
+        step_min_s: st[0],
+        step_max_s: st[st.len() - 1],
+        step_s,
+        examples_per_second: b as f64 / step_s,
+    })
+}
