@@ -3,7 +3,7 @@
 //!
 //! `h = LN(x + Attn(x)); y = LN(h + FFN(h))`, FFN = `W2 · GELU(W1 · h)`.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -202,66 +202,19 @@ impl Bert {
         self.dropout(&x, ctx)
     }
 
-    /// Attention probabilities of one layer.
-    ///
-    /// # Shapes
-    /// x: (batch, seq, hidden), bias: (batch, 1, 1, seq) → (batch, heads, seq, seq),
-    /// and V as (batch, heads, seq, head_dim).
-    pub fn attention_probs(&self, layer: &Layer, x: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (q, k, v) = (self.split_heads(&layer.query.forward(x)?)?, self.split_heads(&layer.key.forward(x)?)?, self.split_heads(&layer.value.forward(x)?)?);
-        let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        Ok((candle_nn::ops::softmax(&scores, D::Minus1)?, v))
-    }
-
-    /// The rest of a layer once the attention probabilities are known.
-    ///
-    /// # Shapes
-    /// probs: (batch, heads, q, seq), v: (batch, heads, seq, head_dim),
-    /// residual: (batch, q, hidden) → (batch, q, hidden)
-    pub fn finish_layer(&self, layer: &Layer, probs: &Tensor, v: &Tensor, residual: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let probs = self.dropout_p(probs, self.cfg.attention_probs_dropout_prob, ctx)?;
-        let ctx_v = self.merge_heads(&probs.matmul(v)?)?;
-        let a = self.dropout(&layer.attn_out.forward(&ctx_v)?, ctx)?;
-        let h = layer.attn_norm.forward(&(a + residual)?)?;
-        let f = layer.ffn_in.forward(&h)?.gelu_erf()?;
-        let f = self.dropout(&layer.ffn_out.forward(&f)?, ctx)?;
-        Ok(layer.ffn_norm.forward(&(f + h)?)?)
-    }
-
-    /// Full forward without pruning.
+    /// Full forward of the fine-tuned model, exact functions, no pruning
+    /// (see [`Bert::forward_with`] for the rest).
     pub fn forward(&self, inputs: &Inputs, ctx: &mut ForwardCtx) -> Result<BertOutput> {
-        let mut x = self.embed(inputs, ctx)?;
-        let bias = attention_bias(&inputs.mask)?;
-        let mut attentions = Vec::new();
-        for layer in &self.layers {
-            let (probs, v) = self.attention_probs(layer, &x, &bias)?;
-            x = self.finish_layer(layer, &probs, &v, &x, ctx)?;
-            if ctx.output_attentions {
-                attentions.push(probs);
-            }
-        }
-        self.output(x, attentions, ctx)
+        Ok(self.forward_with(inputs, &super::forward::Plan::exact(), ctx)?.base)
     }
 
-    /// Pooler (tanh of a dense layer on [CLS]) and the task head.
-    pub fn output(&self, hidden: Tensor, attentions: Vec<Tensor>, ctx: &mut ForwardCtx) -> Result<BertOutput> {
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.head.pooler.forward(&cls)?.tanh()?;
-        let logits = match &self.head.classifier {
-            Some(c) => Some(c.forward(&self.dropout(&pooled, ctx)?)?),
-            None => None,
-        };
-        Ok(BertOutput { hidden, pooled, logits, attentions })
-    }
-
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let h = self.num_heads();
         Ok(x.reshape((b, t, h, self.cfg.head_dim()))?.transpose(1, 2)?.contiguous()?)
     }
 
-    fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, t, dh) = x.dims4()?;
         Ok(x.transpose(1, 2)?.contiguous()?.reshape((b, t, h * dh))?)
     }
@@ -270,7 +223,7 @@ impl Bert {
         self.dropout_p(x, self.cfg.hidden_dropout_prob, ctx)
     }
 
-    fn dropout_p(&self, x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
+    pub(crate) fn dropout_p(&self, x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
         match ctx.dropout.as_deref_mut() {
             Some(rng) if p > 0.0 => {
                 let keep = 1.0 / (1.0 - p) as f32;

@@ -1,0 +1,238 @@
+//! The one forward of our BERT, for every use: fine-tuning (exact
+//! functions, no masks), threshold learning (soft masks), and inference
+//! and simulation (hard masks, the secure approximations, optionally
+//! removing pruned rows for real). Semantics: DESIGN.md §2.
+//!
+//! In layer l, once the attention probabilities A are known, the score of
+//! live token i is S(i) = Σ_h Σ_{live q} A[h, q, i] / (H·n). With hard masks
+//! tokens with S < θ_l leave (position 0, [CLS], never does) and kept
+//! tokens with S < β_l are reduced: low-degree GELU in layer l and
+//! low-degree softmax for their query row in layer l + 1. With soft masks
+//! σ((S − θ_l)/T) scales token i's layer output and σ((S − β_l)/T) blends
+//! the high- and low-degree functions.
+//!
+//! Batched runs keep pruned tokens in place but mask them out as keys and
+//! queries (a −1e9 bias gives them exactly zero attention); `physical`
+//! (batch 1) gathers the kept rows instead, as the engine does. A test
+//! holds the two to the same logits.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::approx::{self, Degree, Numerics};
+use super::bert::{attention_bias, Bert, BertOutput, ForwardCtx, Inputs};
+use crate::error::{Error, Result};
+
+/// Which tokens live, and with which function degree.
+#[derive(Clone, Debug)]
+pub enum Masking {
+    /// Every real token is live in every layer; no reduction.
+    Off,
+    /// Threshold learning: per-layer θ and β as (layers,) tensors that may
+    /// carry gradients, and the temperature T.
+    Soft { theta: Tensor, beta: Tensor, temperature: f64 },
+    /// Inference: per-layer thresholds; `None` turns pruning or reduction off.
+    Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>> },
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub numerics: Numerics,
+    pub masking: Masking,
+    /// Drop pruned rows for real (batch size 1 only).
+    pub physical: bool,
+}
+
+impl Plan {
+    /// The fine-tuned model as Hugging Face computes it.
+    pub fn exact() -> Self {
+        Plan { numerics: Numerics::Exact, masking: Masking::Off, physical: false }
+    }
+}
+
+/// What one layer did to each example of the batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerTrace {
+    /// Live tokens entering the layer, per example.
+    pub entering: Vec<usize>,
+    /// Original positions kept after the layer (hard masks; with soft
+    /// masks, the tokens a hard mask would keep), per example.
+    pub kept: Vec<Vec<usize>>,
+    /// How many kept tokens were reduced, per example.
+    pub reduced: Vec<usize>,
+}
+
+pub struct ForwardOutput {
+    pub base: BertOutput,
+    /// Per layer, (batch, seq) scores of live tokens (0 elsewhere), at the
+    /// layer's own row positions (compacted ones when `physical`). Empty
+    /// with `Masking::Off`.
+    pub scores: Vec<Tensor>,
+    /// Empty with `Masking::Off`.
+    pub layers: Vec<LayerTrace>,
+    /// Soft masks only: mean Mθ and mean Mβ over layers and live tokens.
+    pub l_prune: Option<Tensor>,
+    pub l_approx: Option<Tensor>,
+}
+
+/// σ(x) through tanh, whose gradient stays finite for any x.
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    Ok(((x * 0.5)?.tanh()? + 1.0)?.affine(0.5, 0.0)?)
+}
+
+fn blend(hi: &Tensor, lo: &Tensor, w_low: &Tensor) -> Result<Tensor> {
+    Ok((hi.broadcast_mul(&w_low.affine(-1.0, 1.0)?)? + lo.broadcast_mul(w_low)?)?)
+}
+
+/// Rows `idx` of dim 1 (batch 1), as the engine's compaction does.
+fn gather(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
+    Ok(x.index_select(idx, 1)?)
+}
+
+impl Bert {
+    /// See the module docs. The token positions in traces are original
+    /// input positions.
+    pub fn forward_with(&self, inputs: &Inputs, plan: &Plan, ctx: &mut ForwardCtx) -> Result<ForwardOutput> {
+        let (b, t) = inputs.ids.dims2()?;
+        if plan.physical && b != 1 {
+            return Err(Error::Config(format!("physical token removal runs one example at a time, got a batch of {b}")));
+        }
+        let approx = plan.numerics == Numerics::Approx;
+        let heads = self.num_heads() as f64;
+        let dev = Device::Cpu;
+        let mut x = self.embed(inputs, ctx)?;
+        let mut live = inputs.mask.to_dtype(DType::F32)?;
+        let mut positions: Vec<usize> = (0..t).collect(); // physical mode
+        let mut w_low_prev: Option<Tensor> = None; // (b, seq): weight of the low softmax per query row
+        let (mut scores_out, mut traces, mut attentions) = (vec![], vec![], vec![]);
+        let (mut l_prune, mut l_approx) = (vec![], vec![]);
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let seq = x.dim(1)?;
+            let bias = attention_bias(&live)?;
+            let (q, k, v) = (self.split_heads(&layer.query.forward(&x)?)?, self.split_heads(&layer.key.forward(&x)?)?, self.split_heads(&layer.value.forward(&x)?)?);
+            let logits = (q.matmul(&k.t()?)? * (1.0 / (self.cfg.head_dim() as f64).sqrt()))?.broadcast_add(&bias)?;
+            let probs = match (approx, &w_low_prev) {
+                (false, _) => candle_nn::ops::softmax(&logits, D::Minus1)?,
+                (true, None) => approx::softmax(&logits, Degree::High)?,
+                (true, Some(w)) => {
+                    let w = w.reshape((b, 1, seq, 1))?;
+                    blend(&approx::softmax(&logits, Degree::High)?, &approx::softmax(&logits, Degree::Low)?, &w)?
+                }
+            };
+            if ctx.output_attentions {
+                attentions.push(probs.clone());
+            }
+
+            // Score, keep and reduce decisions.
+            let mut keep_idx: Option<Tensor> = None;
+            let mut w_low: Option<Tensor> = None;
+            let mut out_scale: Option<Tensor> = None;
+            let mut score = None;
+            if !matches!(plan.masking, Masking::Off) {
+                let n = live.sum_keepdim(1)?; // (b, 1)
+                let col = probs.broadcast_mul(&live.reshape((b, 1, seq, 1))?)?.sum(2)?.sum(1)?; // (b, seq)
+                let s = col.broadcast_div(&(n * heads)?)?;
+                let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), &dev)?;
+                let (hard_keep, reduced) = match &plan.masking {
+                    Masking::Off => unreachable!(),
+                    Masking::Soft { theta, beta, temperature } => {
+                        let (th, be) = (theta.narrow(0, l, 1)?, beta.narrow(0, l, 1)?);
+                        let m_theta = sigmoid(&(s.broadcast_sub(&th)? / *temperature)?)?;
+                        let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
+                        let denom = live.sum_all()?;
+                        l_prune.push((m_theta.sum_all()? / &denom)?);
+                        out_scale = Some(m_theta);
+                        let hard_keep = (s.broadcast_ge(&th.detach())?.to_dtype(DType::F32)?.broadcast_add(&cls)?.clamp(0f32, 1f32)? * &live)?;
+                        if approx {
+                            let m_beta = (sigmoid(&(s.broadcast_sub(&be)? / *temperature)?)? * &live)?;
+                            l_approx.push((m_beta.sum_all()? / &denom)?);
+                            w_low = Some((m_beta.affine(-1.0, 1.0)? * &live)?);
+                        }
+                        let reduced = (&hard_keep * s.broadcast_lt(&be.detach())?.to_dtype(DType::F32)?)?;
+                        (hard_keep, reduced)
+                    }
+                    Masking::Hard { theta, beta } => {
+                        let keep = match theta {
+                            Some(th) => (s.ge(th[l])?.to_dtype(DType::F32)?.broadcast_add(&cls)?.clamp(0f32, 1f32)? * &live)?,
+                            None => live.clone(),
+                        };
+                        let reduced = match (beta, approx) {
+                            (Some(be), true) => (&keep * s.lt(be[l])?.to_dtype(DType::F32)?)?,
+                            _ => keep.zeros_like()?,
+                        };
+                        if approx && beta.is_some() {
+                            w_low = Some(reduced.clone());
+                        }
+                        (keep, reduced)
+                    }
+                };
+                let keep_v = hard_keep.to_vec2::<f32>()?;
+                let red_v = reduced.sum(1)?.to_vec1::<f32>()?;
+                let orig = |j: usize| if plan.physical { positions[j] } else { j };
+                let kept: Vec<Vec<usize>> = keep_v.iter().map(|row| row.iter().enumerate().filter(|(_, &k)| k > 0.5).map(|(j, _)| orig(j)).collect()).collect();
+                traces.push(LayerTrace {
+                    entering: live.sum(1)?.to_vec1::<f32>()?.iter().map(|&v| v.round() as usize).collect(),
+                    kept,
+                    reduced: red_v.iter().map(|&v| v.round() as usize).collect(),
+                });
+                if let Masking::Hard { theta: Some(_), .. } = plan.masking {
+                    if plan.physical {
+                        let idx: Vec<u32> = keep_v[0].iter().enumerate().filter(|(_, &k)| k > 0.5).map(|(j, _)| j as u32).collect();
+                        positions = idx.iter().map(|&j| positions[j as usize]).collect();
+                        keep_idx = Some(Tensor::from_vec(idx, positions.len(), &dev)?);
+                    } else {
+                        live = hard_keep;
+                    }
+                }
+                score = Some(s);
+            }
+            if let Some(s) = score {
+                scores_out.push(s);
+            }
+
+            // The rest of the layer.
+            let p = self.dropout_p(&probs, self.cfg.attention_probs_dropout_prob, ctx)?;
+            let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&p.matmul(&v)?)?)?, ctx)?;
+            let mut z = (a + &x)?;
+            if let Some(idx) = &keep_idx {
+                z = gather(&z, idx)?;
+                live = gather(&live, idx)?;
+                w_low = w_low.map(|w| gather(&w, idx)).transpose()?;
+            }
+            let ln = |y: &Tensor, norm: &super::bert::LayerNorm| -> Result<Tensor> {
+                if approx { approx::layer_norm(y, &norm.gamma, &norm.beta) } else { Ok(norm.forward(y)?) }
+            };
+            let h = ln(&z, &layer.attn_norm)?;
+            let u = layer.ffn_in.forward(&h)?;
+            let g = match (approx, &w_low) {
+                (false, _) => u.gelu_erf()?,
+                (true, None) => approx::gelu(&u, Degree::High)?,
+                (true, Some(w)) => blend(&approx::gelu(&u, Degree::High)?, &approx::gelu(&u, Degree::Low)?, &w.unsqueeze(2)?)?,
+            };
+            let f = self.dropout(&layer.ffn_out.forward(&g)?, ctx)?;
+            x = ln(&(f + h)?, &layer.ffn_norm)?;
+            if let Some(m) = out_scale {
+                x = x.broadcast_mul(&m.unsqueeze(2)?)?;
+            }
+            w_low_prev = w_low;
+        }
+
+        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let d = self.head.pooler.forward(&cls)?;
+        let pooled = if approx { approx::tanh(&d)? } else { d.tanh()? };
+        let logits = match &self.head.classifier {
+            Some(c) => Some(c.forward(&self.dropout(&pooled, ctx)?)?),
+            None => None,
+        };
+        let mean = |v: Vec<Tensor>| -> Result<Option<Tensor>> {
+            if v.is_empty() { Ok(None) } else { let k = v.len() as f64; Ok(Some((Tensor::stack(&v, 0)?.sum_all()? / k)?)) }
+        };
+        Ok(ForwardOutput {
+            base: BertOutput { hidden: x, pooled, logits, attentions },
+            scores: scores_out,
+            layers: traces,
+            l_prune: mean(l_prune)?,
+            l_approx: mean(l_approx)?,
+        })
+    }
+}
