@@ -10,6 +10,9 @@ fn main() -> std::process::ExitCode {
         cli::Command::Finetune(a) => cli::finetune::run(a),
         cli::Command::Eval(a) => cli::eval::run(a),
         cli::Command::Bench(a) => cli::bench::run(a),
+        cli::Command::Prune(a) => cli::prune::run(a),
+        cli::Command::Simulate(a) => cli::simulate::run(a),
+        cli::Command::Export(a) => cli::export::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cipherprune::config::{load_yaml, FinetuneConfig};
 use cipherprune::data::Task;
 use cipherprune::train::{eval::evaluate, finetune};
 
@@ -37,14 +36,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let run_cfg: Option<FinetuneConfig> = {
-        let p = args.checkpoint.join("config.yaml");
-        if p.is_file() { Some(load_yaml(&p)?) } else { None }
-    };
-    let task_name = args.task.clone().or_else(|| run_cfg.as_ref().map(|c| c.task.clone())).context("--task is required (the checkpoint has no config.yaml)")?;
-    let task = Task::from_name(&task_name)?;
-    let data_dir = args.data_dir.clone().or_else(|| run_cfg.as_ref().map(|c| c.data_dir.clone())).context("--data-dir is required")?;
-    let max_len = args.max_seq_len.or(run_cfg.as_ref().map(|c| c.max_seq_len)).unwrap_or(128);
+    let info = super::runinfo::RunInfo::read(&args.checkpoint)?;
+    let task = Task::from_name(&info.task(&args.task)?)?;
+    let data_dir = info.data_dir(&args.data_dir)?;
+    let max_len = args.max_seq_len.or(info.max_seq_len).unwrap_or(128);
     let spec = args.checkpoint.to_string_lossy().into_owned();
     let loaded = finetune::load_model(&spec, None, max_len, 0)?;
     let num_labels = loaded.cfg.num_labels.context("the checkpoint has no task head (config.json lacks num_labels): fine-tune it first")?;

@@ -3,8 +3,12 @@
 
 pub mod bench;
 pub mod eval;
+pub mod export;
 pub mod finetune;
 pub mod progress;
+pub mod prune;
+pub mod runinfo;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +27,12 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Evaluate a fine-tuned run on a split.
     Eval(eval::EvalArgs),
+    /// Learn pruning (θ) and reduction (β) thresholds from a fine-tuned run.
+    Prune(prune::PruneArgs),
+    /// Evaluate with hard masks and secure approximations, pruned tokens removed.
+    Simulate(simulate::SimArgs),
+    /// Write a pruned run's thresholds as a versioned YAML file.
+    Export(export::ExportArgs),
     /// Time training steps on the real model (step time, examples/s).
     Bench(bench::BenchArgs),
 }

@@ -67,6 +67,9 @@ pub struct ForwardOutput {
     /// layer's own row positions (compacted ones when `physical`). Empty
     /// with `Masking::Off`.
     pub scores: Vec<Tensor>,
+    /// Per layer, (batch, seq): Mθ with soft masks, the 0/1 keep mask with
+    /// hard ones. Empty with `Masking::Off`.
+    pub keep_masks: Vec<Tensor>,
     /// Empty with `Masking::Off`.
     pub layers: Vec<LayerTrace>,
     /// Soft masks only: mean Mθ and mean Mβ over layers and live tokens.
@@ -103,7 +106,7 @@ impl Bert {
         let mut live = inputs.mask.to_dtype(DType::F32)?;
         let mut positions: Vec<usize> = (0..t).collect(); // physical mode
         let mut w_low_prev: Option<Tensor> = None; // (b, seq): weight of the low softmax per query row
-        let (mut scores_out, mut traces, mut attentions) = (vec![], vec![], vec![]);
+        let (mut scores_out, mut traces, mut attentions, mut keep_masks) = (vec![], vec![], vec![], vec![]);
         let (mut l_prune, mut l_approx) = (vec![], vec![]);
 
         for (l, layer) in self.layers.iter().enumerate() {
@@ -141,6 +144,7 @@ impl Bert {
                         let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
                         let denom = live.sum_all()?;
                         l_prune.push((m_theta.sum_all()? / &denom)?);
+                        keep_masks.push(m_theta.clone());
                         out_scale = Some(m_theta);
                         let hard_keep = (s.broadcast_ge(&th.detach())?.to_dtype(DType::F32)?.broadcast_add(&cls)?.clamp(0f32, 1f32)? * &live)?;
                         if approx {
@@ -160,6 +164,7 @@ impl Bert {
                             (Some(be), true) => (&keep * s.lt(be[l])?.to_dtype(DType::F32)?)?,
                             _ => keep.zeros_like()?,
                         };
+                        keep_masks.push(keep.clone());
                         if approx && beta.is_some() {
                             w_low = Some(reduced.clone());
                         }
@@ -230,6 +235,7 @@ impl Bert {
         Ok(ForwardOutput {
             base: BertOutput { hidden: x, pooled, logits, attentions },
             scores: scores_out,
+            keep_masks,
             layers: traces,
             l_prune: mean(l_prune)?,
             l_approx: mean(l_approx)?,

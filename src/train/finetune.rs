@@ -166,6 +166,7 @@ pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<Finetu
         main_metric: task.main_metric().to_string(),
         stop_after: run.stop_after,
         resume: run.resume,
+        select_best: true,
     };
     let (n_train, n_dev) = (train.len(), stage.dev.len());
     let outcome = trainer::run(&spec, &mut stage, &train, observer)?;

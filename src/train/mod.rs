@@ -6,6 +6,7 @@ pub mod eval;
 pub mod finetune;
 pub mod optim;
 pub mod progress;
+pub mod prune;
 pub mod trainer;
 
 pub use eval::Metrics;

@@ -49,6 +49,9 @@ pub struct LoopSpec {
     /// Stop (as if interrupted) after this many steps; for tests and demos.
     pub stop_after: Option<usize>,
     pub resume: bool,
+    /// Keep the best-on-dev model at the run root; otherwise the latest
+    /// evaluated one (a stage whose dev score is not what it optimises).
+    pub select_best: bool,
 }
 
 /// Where the loop stands; saved with every checkpoint.
@@ -181,7 +184,7 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
 fn evaluate_point(spec: &LoopSpec, stage: &mut dyn Stage, st: &mut LoopState, metrics_path: &Path, observer: &mut dyn Observer) -> Result<()> {
     let m = stage.evaluate(observer)?;
     let score = *m.get(&spec.main_metric).ok_or_else(|| Error::Config(format!("metric `{}` not computed", spec.main_metric)))?;
-    let improved = st.best_metric.is_none_or(|b| score > b);
+    let improved = !spec.select_best || st.best_metric.is_none_or(|b| score > b);
     if improved {
         stage.save(&spec.run_dir)?;
         st.best_metric = Some(score);

@@ -4,3 +4,4 @@ mod cli;
 mod finetune;
 mod golden;
 mod model;
+mod prune;

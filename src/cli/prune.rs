@@ -1,0 +1,145 @@
+//! `cipherprune prune`: learn θ/β from a fine-tuned run (soft stage), then
+//! adapt the weights to the hard masks (hard stage).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use cipherprune::config::load_yaml;
+use cipherprune::prune::config::PruneConfig;
+use cipherprune::train::prune::{prune, PruneRun};
+
+use super::finetune::CommonTrain;
+use super::progress::Bars;
+use super::runinfo::RunInfo;
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Fine-tuned run directory to start from (written by `finetune`).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// GLUE task (default: the checkpoint's).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// GLUE root or task folder (default: the checkpoint's).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run directory to create: `soft/` holds the soft stage, the root the
+    /// hard stage and the final model with its thresholds.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Epochs of the soft stage (default: --epochs, else the config's).
+    #[arg(long)]
+    pub soft_epochs: Option<usize>,
+    /// Epochs of the hard stage (default: --epochs, else the config's).
+    #[arg(long)]
+    pub hard_epochs: Option<usize>,
+    /// Learning rate of θ and β (their own optimiser group).
+    #[arg(long)]
+    pub threshold_lr: Option<f64>,
+    /// Temperature T of the soft masks σ((S − θ)/T).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// λ in L_task + λ·(L_prune + α·L_approx): more λ, more pruning.
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// α: weight of reduction (low-degree functions) against pruning.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Initial θ for every layer.
+    #[arg(long)]
+    pub theta_init: Option<f64>,
+    /// Initial β − θ.
+    #[arg(long)]
+    pub beta_gap: Option<f64>,
+    /// Learn no pruning thresholds (reduction only).
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Learn no reduction thresholds (pruning only; ablation row).
+    #[arg(long)]
+    pub no_reduce: bool,
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    #[command(flatten)]
+    pub common: CommonTrain,
+}
+
+fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
+    let saved = args.out.join("prune.yaml");
+    let resumed = args.common.resume && saved.is_file();
+    let mut cfg: PruneConfig = match (&args.common.config, resumed) {
+        (_, true) => load_yaml(&saved)?,
+        (Some(p), false) => load_yaml(p)?,
+        (None, false) => PruneConfig::default(),
+    };
+    let before = cfg.clone();
+    if let Some(c) = &args.checkpoint {
+        cfg.checkpoint = c.clone();
+    }
+    // Without a config file, task, data and length come from the checkpoint.
+    if args.common.config.is_none() && !resumed {
+        let info = RunInfo::read(&cfg.checkpoint)?;
+        if let Some(t) = info.task { cfg.task = t; }
+        if let Some(d) = info.data_dir { cfg.data_dir = d; }
+        if let Some(m) = info.max_seq_len { cfg.max_seq_len = m; }
+    }
+    if let Some(v) = &args.task { cfg.task = v.clone(); }
+    if let Some(v) = &args.data_dir { cfg.data_dir = v.clone(); }
+    let c = &args.common;
+    if let Some(e) = c.epochs { cfg.soft_epochs = e; cfg.hard_epochs = e; }
+    if let Some(v) = args.soft_epochs { cfg.soft_epochs = v; }
+    if let Some(v) = args.hard_epochs { cfg.hard_epochs = v; }
+    if let Some(v) = args.threshold_lr { cfg.threshold_lr = v; }
+    if let Some(v) = args.temperature { cfg.temperature = v; }
+    if let Some(v) = args.lambda { cfg.lambda = v; }
+    if let Some(v) = args.alpha { cfg.alpha = v; }
+    if let Some(v) = args.theta_init { cfg.theta_init = v; }
+    if let Some(v) = args.beta_gap { cfg.beta_gap_init = v; }
+    if args.no_prune { cfg.prune = false; }
+    if args.no_reduce { cfg.reduce = false; }
+    if let Some(v) = args.save_every { cfg.save_every = v; }
+    if let Some(v) = args.eval_every { cfg.eval_every = v; }
+    if let Some(v) = c.batch_size { cfg.batch_size = v; }
+    if let Some(v) = c.learning_rate { cfg.learning_rate = v; }
+    if let Some(v) = c.max_seq_len { cfg.max_seq_len = v; }
+    if let Some(v) = c.seed { cfg.seed = v; }
+    if c.limit.is_some() { cfg.limit = c.limit; }
+    if c.eval_limit.is_some() { cfg.eval_limit = c.eval_limit; }
+    if resumed && cfg != before {
+        bail!("`{}` holds this run's configuration; a resumed run cannot change it (drop the changed flags)", saved.display());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run(args: PruneArgs) -> Result<()> {
+    let cfg = resolve(&args)?;
+    if !args.common.resume && (args.out.join("checkpoints").exists() || args.out.join("soft").exists()) {
+        bail!("`{}` already holds a run; pass --resume to continue it or choose another --out", args.out.display());
+    }
+    let mut bars = Bars::new(args.common.quiet);
+    let run = PruneRun { cfg: cfg.clone(), out: args.out.clone(), resume: args.common.resume, stop_after: args.common.stop_after };
+    let r = prune(&run, &mut bars).with_context(|| format!("threshold learning into `{}` failed", args.out.display()))?;
+    let interrupted = r.soft.as_ref().is_some_and(|o| o.interrupted) || r.hard.as_ref().is_some_and(|o| o.interrupted);
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(" ");
+    println!(
+        "prune {}: {} on {} ({} train examples)",
+        if interrupted { "stopped (resume with --resume)" } else { "done" },
+        cfg.checkpoint.display(),
+        cfg.task,
+        r.train_examples
+    );
+    println!("  θ per layer: {}", fmt(&r.theta));
+    println!("  β per layer: {}", fmt(&r.beta));
+    if let Some(h) = &r.hard {
+        if let Some(best) = h.state.best_metric {
+            let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
+            println!("  hard stage best dev (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step);
+        }
+    }
+    println!("result: {} (next: cipherprune simulate --checkpoint {0}; cipherprune export --checkpoint {0} --out thresholds.yaml)", r.result_dir.display());
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! What `prune` needs: the fine-tuned run it starts from, the two stages'
+//! schedules, and the threshold-learning knobs. Field names are YAML keys;
+//! the defaults are the measured ones documented in `configs/prune-*.yaml`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneConfig {
+    /// The fine-tuned run (or model directory with a task head) to start from.
+    pub checkpoint: PathBuf,
+    pub task: String,
+    pub data_dir: PathBuf,
+    /// Soft stage: weights and thresholds together.
+    pub soft_epochs: usize,
+    /// Hard stage: thresholds frozen, weights adapt to hard masks.
+    pub hard_epochs: usize,
+    pub batch_size: usize,
+    /// Learning rate of the model weights (both stages).
+    pub learning_rate: f64,
+    /// Learning rate of θ and δ (β = θ + softplus(δ)); their own AdamW group.
+    pub threshold_lr: f64,
+    /// T of the soft masks σ((S − θ)/T).
+    pub temperature: f64,
+    /// λ: weight of the mask terms in L_task + λ·(L_prune + α·L_approx).
+    pub lambda: f64,
+    /// α: weight of the reduction mask against the pruning mask.
+    pub alpha: f64,
+    /// Initial θ in every layer (0 keeps every token).
+    pub theta_init: f64,
+    /// Initial β − θ.
+    pub beta_gap_init: f64,
+    /// Learn and apply pruning thresholds θ.
+    pub prune: bool,
+    /// Learn and apply reduction thresholds β (low-degree functions).
+    pub reduce: bool,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub max_seq_len: usize,
+    pub seed: u64,
+    pub limit: Option<usize>,
+    pub eval_limit: Option<usize>,
+    pub freeze_word_embeddings: bool,
+    pub save_every: usize,
+    pub eval_every: usize,
+    pub log_every: usize,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            checkpoint: PathBuf::from("runs/demo"),
+            task: "sst2".into(),
+            data_dir: PathBuf::from("data/polarity"),
+            soft_epochs: 1,
+            hard_epochs: 1,
+            batch_size: 32,
+            learning_rate: 2e-5,
+            threshold_lr: 2e-3,
+            temperature: 2e-3,
+            lambda: 0.2,
+            alpha: 0.5,
+            theta_init: 0.0,
+            beta_gap_init: 0.02,
+            prune: true,
+            reduce: true,
+            warmup_ratio: 0.06,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            max_seq_len: 128,
+            seed: 42,
+            limit: None,
+            eval_limit: None,
+            freeze_word_embeddings: true,
+            save_every: 200,
+            eval_every: 0,
+            log_every: 20,
+        }
+    }
+}
+
+impl PruneConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        let pos = |v: f64| v > 0.0 && v.is_finite();
+        if self.soft_epochs + self.hard_epochs == 0 {
+            return bad("soft_epochs + hard_epochs must be at least 1");
+        }
+        if self.batch_size == 0 || self.save_every == 0 || self.log_every == 0 {
+            return bad("batch_size, save_every and log_every must be at least 1");
+        }
+        if !pos(self.learning_rate) || !pos(self.threshold_lr) || !pos(self.temperature) {
+            return bad("learning_rate, threshold_lr and temperature must be positive numbers");
+        }
+        if !(self.lambda >= 0.0 && self.alpha >= 0.0 && self.lambda.is_finite() && self.alpha.is_finite()) {
+            return bad("lambda and alpha must be non-negative numbers");
+        }
+        if !pos(self.beta_gap_init) || !self.theta_init.is_finite() {
+            return bad("beta_gap_init must be positive and theta_init a number");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio must be in [0, 1)");
+        }
+        if self.max_seq_len < 8 || self.max_seq_len > 512 {
+            return bad("max_seq_len must be between 8 and 512");
+        }
+        if !self.prune && !self.reduce {
+            return bad("nothing to learn: both prune and reduce are off");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! Threshold learning as two stages on the shared loop (DESIGN.md §2):
+//! soft (weights and θ/β together, loss L_task + λ·(L_prune + α·L_approx)),
+//! then hard (θ/β frozen, weights adapt to hard masks and the
+//! approximations). Run layout: `OUT/soft/` is the soft stage's run
+//! directory; `OUT/` itself is the hard stage's, and its best-on-dev model
+//! with `thresholds.safetensors` is the result.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::eval::Metrics;
+use super::finetune::{inputs_of, load_model, load_split, save_model_dir, task_loss, Loaded};
+use super::optim::{decays, Group};
+use super::progress::Observer;
+use super::trainer::{self, LoopSpec, Outcome, Stage};
+use crate::data::{batch::Batch, Encoded, Task};
+use crate::error::{Error, Result};
+use crate::model::{params, Bert, ForwardCtx, Masking, Numerics, Plan};
+use crate::prune::config::PruneConfig;
+use crate::prune::simulate::{simulate, SimReport};
+use crate::prune::Thresholds;
+
+pub const THRESHOLDS_FILE: &str = "thresholds.safetensors";
+
+/// The inference plan of a pruning run: hard masks, approximations.
+pub fn hard_plan(cfg: &PruneConfig, theta: Vec<f64>, beta: Vec<f64>, physical: bool) -> Plan {
+    Plan {
+        numerics: Numerics::Approx,
+        masking: Masking::Hard { theta: cfg.prune.then_some(theta), beta: cfg.reduce.then_some(beta) },
+        physical,
+    }
+}
+
+struct PruneStage {
+    loaded: Loaded,
+    model: Bert,
+    thr: Thresholds,
+    task: Task,
+    dev: Vec<Encoded>,
+    cfg: PruneConfig,
+    soft: bool,
+}
+
+impl PruneStage {
+    fn plan(&self) -> Result<Plan> {
+        if self.soft {
+            Ok(Plan {
+                numerics: Numerics::Approx,
+                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature },
+                physical: false,
+            })
+        } else {
+            let (t, b) = self.thr.values()?;
+            Ok(hard_plan(&self.cfg, t, b, false))
+        }
+    }
+
+    fn sim(&self, observer: &mut dyn Observer) -> Result<SimReport> {
+        let (t, b) = self.thr.values()?;
+        simulate(&self.model, &hard_plan(&self.cfg, t, b, false), self.task, &self.dev, 64, self.cfg.max_seq_len, observer)
+    }
+}
+
+impl Stage for PruneStage {
+    fn loss(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let plan = self.plan()?;
+        let out = self.model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx { dropout: Some(rng), output_attentions: false })?;
+        let logits = out.base.logits.expect("pruned model has a head").to_dtype(DType::F32)?;
+        let task = task_loss(&logits, &b.labels, self.task.is_regression())?;
+        let mut extra = vec![("task_loss".to_string(), task.to_scalar::<f32>()? as f64)];
+        let mut loss = task;
+        if self.soft {
+            let mut reg: Option<Tensor> = None;
+            if let (true, Some(p)) = (self.cfg.prune, &out.l_prune) {
+                extra.push(("l_prune".into(), p.to_scalar::<f32>()? as f64));
+                reg = Some(p.clone());
+            }
+            if let (true, Some(a)) = (self.cfg.reduce, &out.l_approx) {
+                extra.push(("l_approx".into(), a.to_scalar::<f32>()? as f64));
+                let a = (a * self.cfg.alpha)?;
+                reg = Some(match reg { Some(r) => (r + a)?, None => a });
+            }
+            if let Some(r) = reg {
+                loss = (loss + (r * self.cfg.lambda)?)?;
+            }
+            // Hard-mask share of live tokens each layer would keep now.
+            for (l, tr) in out.layers.iter().enumerate() {
+                let kept: usize = tr.kept.iter().map(Vec::len).sum();
+                let live: usize = tr.entering.iter().sum();
+                extra.push((format!("kept_ratio_{l}"), kept as f64 / live.max(1) as f64));
+            }
+        }
+        Ok((loss, extra))
+    }
+
+    fn groups(&self) -> Vec<Group> {
+        let (decay, no_decay): (Vec<_>, Vec<_>) = self.loaded.params.vars().iter().map(|(n, v)| (n.clone(), v.clone())).partition(|(n, _)| decays(n));
+        let mut g = vec![
+            Group { name: "decay".into(), vars: decay, lr: self.cfg.learning_rate, weight_decay: self.cfg.weight_decay },
+            Group { name: "no_decay".into(), vars: no_decay, lr: self.cfg.learning_rate, weight_decay: 0.0 },
+        ];
+        if self.soft {
+            let vars = self.thr.vars().into_iter().filter(|(n, _)| (n.ends_with("theta") && self.cfg.prune) || (n.ends_with("delta") && self.cfg.reduce)).collect();
+            g.push(Group { name: "thresholds".into(), vars, lr: self.cfg.threshold_lr, weight_decay: 0.0 });
+        }
+        g
+    }
+
+    fn evaluate(&mut self, observer: &mut dyn Observer) -> Result<Metrics> {
+        let r = self.sim(observer)?;
+        let mut m = r.metrics;
+        m.insert("relative_work".into(), r.relative_work);
+        Ok(m)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        save_model_dir(dir, &self.loaded.params, &self.loaded.cfg, &self.loaded.files.dir)?;
+        self.thr.save(&dir.join(THRESHOLDS_FILE))
+    }
+
+    fn restore(&mut self, dir: &Path) -> Result<()> {
+        self.loaded.params.restore_from(&dir.join("model.safetensors"))?;
+        self.thr.restore_from(&dir.join(THRESHOLDS_FILE))
+    }
+
+    fn snapshot(&self) -> Result<serde_json::Value> {
+        let (t, b) = self.thr.values()?;
+        Ok(serde_json::json!({ "soft": self.soft, "theta": t, "beta": b }))
+    }
+}
+
+pub struct PruneRun {
+    pub cfg: PruneConfig,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub stop_after: Option<usize>,
+}
+
+pub struct PruneReport {
+    pub soft: Option<Outcome>,
+    pub hard: Option<Outcome>,
+    pub train_examples: usize,
+    /// θ and β at the end.
+    pub theta: Vec<f64>,
+    pub beta: Vec<f64>,
+    /// Where the result (model + thresholds) is.
+    pub result_dir: PathBuf,
+}
+
+fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, run: &PruneRun, select_best: bool) -> LoopSpec {
+    LoopSpec {
+        run_dir,
+        epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        warmup_ratio: cfg.warmup_ratio,
+        max_grad_norm: cfg.max_grad_norm,
+        save_every: cfg.save_every,
+        eval_every: cfg.eval_every,
+        log_every: cfg.log_every,
+        main_metric: task.main_metric().to_string(),
+        stop_after: run.stop_after,
+        resume: run.resume,
+        select_best,
+    }
+}
+
+/// Loads `dir` (a fine-tuned run, or a soft stage's result) with its
+/// thresholds, or fresh ones.
+fn load_stage(cfg: &PruneConfig, dir: &Path, task: Task, soft: bool, dev: &[Encoded]) -> Result<PruneStage> {
+    let spec = dir.to_string_lossy().into_owned();
+    let mut loaded = load_model(&spec, Some(task.num_labels()), cfg.max_seq_len, cfg.seed)?;
+    if loaded.cfg.num_labels != Some(task.num_labels()) || !loaded.params.contains("classifier.weight") {
+        return Err(Error::Model(format!("`{}` has no {}-label head: fine-tune it on {} first", dir.display(), task.num_labels(), task.name())));
+    }
+    let freeze = cfg.freeze_word_embeddings;
+    loaded.params.make_trainable(|n| !(freeze && n == params::WORD_EMBEDDINGS))?;
+    let model = Bert::new(&loaded.cfg, &loaded.params, Some(task.num_labels()))?;
+    let thr = Thresholds::new(loaded.cfg.num_hidden_layers, cfg.theta_init, cfg.beta_gap_init)?;
+    let saved = dir.join(THRESHOLDS_FILE);
+    if saved.is_file() {
+        thr.restore_from(&saved)?;
+    }
+    Ok(PruneStage { loaded, model, thr, task, dev: dev.to_vec(), cfg: cfg.clone(), soft })
+}
+
+pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport> {
+    let cfg = &run.cfg;
+    cfg.validate()?;
+    let task = Task::from_name(&cfg.task)?;
+    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    crate::config::save_yaml(&run.out.join("prune.yaml"), cfg)?;
+    let soft_dir = run.out.join("soft");
+    let mut soft_stage = load_stage(cfg, &cfg.checkpoint, task, true, &[])?;
+    let train = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "train", cfg.limit)?;
+    let dev = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?;
+    if train.is_empty() {
+        return Err(Error::Config("the training split is empty".into()));
+    }
+    let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], result_dir: run.out.clone() };
+    let mut start_hard_from = cfg.checkpoint.clone();
+    if cfg.soft_epochs > 0 {
+        observer.note("soft stage: weights and thresholds");
+        soft_stage.dev = dev.clone();
+        let outcome = trainer::run(&stage_spec(cfg, soft_dir.clone(), cfg.soft_epochs, task, run, false), &mut soft_stage, &train, observer)?;
+        (report.theta, report.beta) = soft_stage.thr.values()?;
+        let interrupted = outcome.interrupted;
+        report.soft = Some(outcome);
+        if interrupted {
+            return Ok(report);
+        }
+        start_hard_from = soft_dir;
+    }
+    drop(soft_stage);
+    if cfg.hard_epochs > 0 {
+        observer.note("hard stage: thresholds frozen, weights adapt to hard masks");
+        let mut hard = load_stage(cfg, &start_hard_from, task, false, &dev)?;
+        let outcome = trainer::run(&stage_spec(cfg, run.out.clone(), cfg.hard_epochs, task, run, true), &mut hard, &train, observer)?;
+        (report.theta, report.beta) = hard.thr.values()?;
+        report.hard = Some(outcome);
+    } else {
+        report.result_dir = start_hard_from;
+    }
+    Ok(report)
+}

@@ -1,0 +1,192 @@
+//! The invariants of token pruning (DESIGN.md §2), on a tiny model built in
+//! code: scores, [CLS], β ≥ θ, threshold gradients, the T → 0 limit,
+//! removal = masking, and cumulative pruning.
+
+use candle_core::{Tensor, Var};
+use cipherprune::model::{Bert, BertConfig, ForwardCtx, Inputs, Masking, Numerics, Params, Plan};
+use cipherprune::prune::Thresholds;
+
+use super::fixtures;
+
+/// A tiny model with a 2-label head, and its config.
+fn tiny(seed: u64) -> (Bert, BertConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixtures::tiny_model(dir.path(), seed);
+    let mut cfg = BertConfig::load(&m.join("config.json")).unwrap();
+    let mut p = Params::load(&m.join("model.safetensors")).unwrap();
+    let mut rng = cipherprune::model::params::seeded(seed);
+    p.init_if_missing("classifier.weight", &[2, cfg.hidden_size], 0.5, &mut rng).unwrap();
+    p.init_if_missing("classifier.bias", &[2], 0.0, &mut rng).unwrap();
+    cfg.num_labels = Some(2);
+    (Bert::new(&cfg, &p, Some(2)).unwrap(), cfg, dir)
+}
+
+/// Two examples of 9 and 6 real tokens ([CLS] = 2 first), the second padded.
+fn batch() -> (Inputs, Vec<Vec<u32>>) {
+    let a: Vec<u32> = vec![2, 5, 11, 7, 9, 14, 6, 8, 3];
+    let b: Vec<u32> = vec![2, 12, 13, 10, 15, 3];
+    let t = a.len();
+    let mut ids = a.clone();
+    ids.extend(b.iter().copied().chain(std::iter::repeat(0).take(t - b.len())));
+    let mask: Vec<u32> = ids.iter().enumerate().map(|(i, &id)| u32::from(i < t || id != 0)).collect();
+    (Inputs::new(&ids, &vec![0; ids.len()], &mask, 2, t).unwrap(), vec![a, b])
+}
+
+fn one(ids: &[u32]) -> Inputs {
+    Inputs::new(ids, &vec![0; ids.len()], &vec![1; ids.len()], 1, ids.len()).unwrap()
+}
+
+fn hard(numerics: Numerics, theta: f64, beta: Option<f64>, layers: usize, physical: bool) -> Plan {
+    Plan { numerics, masking: Masking::Hard { theta: Some(vec![theta; layers]), beta: beta.map(|b| vec![b; layers]) }, physical }
+}
+
+/// A θ that prunes about half of the live tokens in layer 0 (the tiny
+/// random model attends almost uniformly, so fixed values would not).
+fn median_score(model: &Bert, inputs: &Inputs) -> f64 {
+    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None }, physical: false };
+    let out = model.forward_with(inputs, &plan, &mut ForwardCtx::eval()).unwrap();
+    let mut v: Vec<f32> = out.scores[0].flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().filter(|&x| x > 0.0).collect();
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2] as f64
+}
+
+fn pruned_count(out: &cipherprune::model::ForwardOutput) -> usize {
+    out.layers.iter().map(|t| t.entering.iter().sum::<usize>() - t.kept.iter().map(Vec::len).sum::<usize>()).sum()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn scores_sum_to_one_over_live_tokens_and_cls_is_never_pruned() {
+    let (model, cfg, _d) = tiny(3);
+    let (inputs, _) = batch();
+    // A θ above every score: only [CLS] survives layer 0.
+    for theta in [0.05, 0.11, 2.0] {
+        let out = model.forward_with(&inputs, &hard(Numerics::Approx, theta, Some(theta + 0.05), cfg.num_hidden_layers, false), &mut ForwardCtx::eval()).unwrap();
+        for (l, (s, tr)) in out.scores.iter().zip(&out.layers).enumerate() {
+            let sums = s.sum(1).unwrap().to_vec1::<f32>().unwrap();
+            for (k, sum) in sums.iter().enumerate() {
+                assert!((sum - 1.0).abs() < 1e-5, "layer {l} example {k}: scores sum to {sum}");
+                assert_eq!(tr.kept[k].first(), Some(&0), "layer {l} example {k}: [CLS] pruned");
+            }
+        }
+        if theta >= 2.0 {
+            assert!(out.layers[0].kept.iter().all(|k| k == &vec![0]));
+        }
+    }
+    let t = Thresholds::new(cfg.num_hidden_layers, 0.03, 0.01).unwrap();
+    let (th, be) = t.values().unwrap();
+    assert!(th.iter().zip(&be).all(|(t, b)| b > t));
+    assert!(Thresholds::from_values(&[0.1, 0.1], &[0.2, 0.05]).is_err());
+}
+
+#[test]
+fn pruning_is_cumulative() {
+    let (model, cfg, _d) = tiny(4);
+    let (inputs, rows) = batch();
+    let theta = median_score(&model, &inputs);
+    let out = model.forward_with(&inputs, &hard(Numerics::Approx, theta, Some(theta + 0.05), cfg.num_hidden_layers, false), &mut ForwardCtx::eval()).unwrap();
+    for k in 0..2 {
+        let mut prev: Vec<usize> = (0..rows[k].len()).collect();
+        for (l, tr) in out.layers.iter().enumerate() {
+            assert_eq!(tr.entering[k], prev.len(), "layer {l}: entering ≠ kept before");
+            assert!(tr.kept[k].iter().all(|p| prev.contains(p)), "layer {l} revived a pruned token");
+            prev = tr.kept[k].clone();
+        }
+    }
+    assert!(pruned_count(&out) > 2, "θ = {theta} pruned almost nothing; the test would prove nothing");
+}
+
+#[test]
+fn removing_pruned_tokens_equals_masking_them() {
+    let (model, cfg, _d) = tiny(5);
+    let (inputs, rows) = batch();
+    let layers = cfg.num_hidden_layers;
+    let theta = median_score(&model, &inputs);
+    for (numerics, beta) in [(Numerics::Exact, None), (Numerics::Approx, Some(theta + 0.02))] {
+        let masked = model.forward_with(&inputs, &hard(numerics, theta, beta, layers, false), &mut ForwardCtx::eval()).unwrap();
+        assert!(pruned_count(&masked) > 2, "{numerics:?}: θ = {theta} pruned almost nothing");
+        let reduced: usize = masked.layers.iter().map(|t| t.reduced.iter().sum::<usize>()).sum();
+        assert!(beta.is_none() || reduced > 0, "nothing reduced");
+        let logits = masked.base.logits.unwrap();
+        for (k, ids) in rows.iter().enumerate() {
+            let removed = model.forward_with(&one(ids), &hard(numerics, theta, beta, layers, true), &mut ForwardCtx::eval()).unwrap();
+            let diff = max_abs(&logits.narrow(0, k, 1).unwrap(), &removed.base.logits.unwrap());
+            assert!(diff < 1e-5, "{numerics:?} example {k}: removal and masking differ by {diff}");
+            for (l, (a, b)) in masked.layers.iter().zip(&removed.layers).enumerate() {
+                assert_eq!(a.kept[k], b.kept[0], "{numerics:?} example {k} layer {l}: different tokens kept");
+                assert_eq!(a.reduced[k], b.reduced[0]);
+            }
+            // Removal really shrinks the rows.
+            assert_eq!(removed.base.hidden.dim(1).unwrap(), removed.layers[layers - 1].kept[0].len());
+        }
+    }
+}
+
+fn soft_plan(t: &Thresholds, temperature: f64) -> Plan {
+    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature }, physical: false }
+}
+
+#[test]
+fn soft_masks_become_the_hard_ones_as_t_goes_to_zero() {
+    let (model, cfg, _d) = tiny(6);
+    let (inputs, _) = batch();
+    let theta = median_score(&model, &inputs);
+    let t = Thresholds::new(cfg.num_hidden_layers, theta, 0.05).unwrap();
+    let out = model.forward_with(&inputs, &soft_plan(&t, 1e-7), &mut ForwardCtx::eval()).unwrap();
+    let live = inputs.mask.to_vec2::<f32>().unwrap();
+    let (mut compared, mut below) = (0, 0);
+    for (l, (m, s)) in out.keep_masks.iter().zip(&out.scores).enumerate() {
+        let (m, s) = (m.to_vec2::<f32>().unwrap(), s.to_vec2::<f32>().unwrap());
+        for k in 0..2 {
+            for i in 0..m[k].len() {
+                let hard = if live[k][i] == 0.0 { 0.0 } else if i == 0 || s[k][i] as f64 >= theta { 1.0 } else { 0.0 };
+                if (s[k][i] as f64 - theta).abs() > 1e-4 {
+                    assert!((m[k][i] - hard).abs() < 1e-6, "layer {l} example {k} token {i}: soft {} vs hard {hard}", m[k][i]);
+                    compared += 1;
+                    below += usize::from(hard == 0.0 && live[k][i] == 1.0);
+                }
+            }
+        }
+    }
+    assert!(compared > 20);
+    assert!(below > 3, "no live token below θ: the limit was not tested");
+}
+
+#[test]
+fn threshold_gradients_match_finite_differences() {
+    let (model, cfg, _d) = tiny(7);
+    let (inputs, _) = batch();
+    let (lambda, alpha, temp) = (0.7, 0.5, 0.05);
+    let loss = |t: &Thresholds| -> Tensor {
+        let out = model.forward_with(&inputs, &soft_plan(t, temp), &mut ForwardCtx::eval()).unwrap();
+        let task = out.base.logits.unwrap().sqr().unwrap().mean_all().unwrap();
+        let reg = (out.l_prune.unwrap() + (out.l_approx.unwrap() * alpha).unwrap()).unwrap();
+        (task + (reg * lambda).unwrap()).unwrap()
+    };
+    let (th0, be0) = (vec![0.09, 0.12], vec![0.15, 0.16]);
+    let t = Thresholds::from_values(&th0, &be0).unwrap();
+    let grads = loss(&t).backward().unwrap();
+    let g_theta = grads.get(t.theta.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    let g_delta = grads.get(t.delta.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    let h = 1e-3f32;
+    let value = |v: &Var, l: usize, d: f32, t: &Thresholds| {
+        let mut x = v.as_tensor().to_vec1::<f32>().unwrap();
+        x[l] += d;
+        v.set(&Tensor::new(x, v.device()).unwrap()).unwrap();
+        let r = loss(t).to_scalar::<f32>().unwrap();
+        let mut x = v.as_tensor().to_vec1::<f32>().unwrap();
+        x[l] -= d;
+        v.set(&Tensor::new(x, v.device()).unwrap()).unwrap();
+        r
+    };
+    for l in 0..cfg.num_hidden_layers {
+        for (name, var, g) in [("θ", &t.theta, &g_theta), ("δ", &t.delta, &g_delta)] {
+            let fd = (value(var, l, h, &t) - value(var, l, -h, &t)) / (2.0 * h);
+            assert!((g[l] - fd).abs() < 0.03 * fd.abs().max(0.05), "layer {l} {name}: autograd {} vs finite difference {fd}", g[l]);
+            assert!(g[l].abs() > 1e-4, "layer {l} {name}: no gradient");
+        }
+    }
+}
