@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Prune(a) => cli::prune::run(a),
         cli::Command::Simulate(a) => cli::simulate::run(a),
         cli::Command::Export(a) => cli::export::run(a),
+        cli::Command::SecureEval(a) => cli::secure_eval::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

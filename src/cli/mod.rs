@@ -8,6 +8,7 @@ pub mod finetune;
 pub mod progress;
 pub mod prune;
 pub mod runinfo;
+pub mod secure_eval;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ pub enum Command {
     Simulate(simulate::SimArgs),
     /// Write a pruned run's thresholds as a versioned YAML file.
     Export(export::ExportArgs),
+    /// Float simulation vs the fixed-point engine on the same examples: accuracy, agreement, cost.
+    SecureEval(secure_eval::SecureEvalArgs),
     /// Time training steps on the real model (step time, examples/s).
     Bench(bench::BenchArgs),
 }

@@ -2,6 +2,7 @@
 //! plaintext simulation that really drops tokens, and the threshold file.
 //! The masks themselves live in the one forward ([`crate::model::forward`]).
 
+pub mod check;
 pub mod config;
 pub mod file;
 pub mod simulate;

@@ -420,6 +420,8 @@ pub struct ForwardResult {
     /// Values that left the ring, per operator class and layer (the weight
     /// encoding's included).
     pub overflow: OverflowTally,
+    /// This example's own overflows (without the weight encoding's).
+    pub run_overflow: OverflowTally,
     pub cost: CostTally,
 }
 
@@ -462,6 +464,7 @@ pub fn forward(
     let meter = b.into_meter();
     let mut overflow = model.encode_overflow.clone();
     overflow.merge(&meter.overflow);
+    let run_overflow = meter.overflow;
     ForwardResult {
         logits: trace.logits_ring.iter().map(|&v| r.decode(v)).collect(),
         logits_ring: trace.logits_ring,
@@ -470,6 +473,7 @@ pub fn forward(
         live_per_layer: trace.live_per_layer,
         scores_ring: trace.scores_ring,
         overflow,
+        run_overflow,
         cost: meter.cost,
     }
 }

@@ -45,4 +45,5 @@ pub mod bert;
 pub mod plain;
 pub mod reference;
 pub mod report;
+pub mod run;
 pub mod weights;

@@ -1,0 +1,188 @@
+//! `cipherprune secure-eval`: the float simulation and the fixed-point
+//! engine on the same examples — does the accuracy hold under the
+//! arithmetic the secure protocol computes, and what does it cost?
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use cipherprune::fixed::{Ring, Truncation};
+use cipherprune::model::Masking;
+use cipherprune::prune::check::{compare, shown, Comparison};
+use cipherprune::prune::simulate::simulate;
+use cipherprune::secure::bert::{EngineConfig, EngineModel};
+use cipherprune::secure::run::{run_all, totals, EngineInput};
+use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
+
+use super::progress::Bars;
+use super::simulate::{load_run, mode_name, plan_of};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RingPreset {
+    /// ℓ = 37, s = 12 (BOLT).
+    Bolt,
+    /// ℓ = 32, s = 12 (CipherPrune's benchmarks).
+    Cipherprune,
+    /// ℓ = 64, s = 16 (CrypTen).
+    Crypten,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TruncMode {
+    /// Arithmetic shift (faithful truncation).
+    Exact,
+    /// ±1-ulp stochastic error of local share truncation, seeded.
+    Probabilistic,
+}
+
+#[derive(Args, Debug)]
+pub struct SecureEvalArgs {
+    /// A run written by `prune` (or a fine-tuned run with --thresholds).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Threshold file written by `export` (default: the run's own thresholds).
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
+    #[arg(long)]
+    pub task: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// Ring preset (overridden by --ring-bits / --frac-bits).
+    #[arg(long, value_enum, default_value = "bolt")]
+    pub ring: RingPreset,
+    #[arg(long)]
+    pub ring_bits: Option<u32>,
+    #[arg(long)]
+    pub frac_bits: Option<u32>,
+    #[arg(long, value_enum, default_value = "exact")]
+    pub truncation: TruncMode,
+    /// Seed of probabilistic truncation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn ring_of(a: &SecureEvalArgs) -> Result<Ring> {
+    let preset = match a.ring {
+        RingPreset::Bolt => Ring::BOLT,
+        RingPreset::Cipherprune => Ring::CIPHERPRUNE,
+        RingPreset::Crypten => Ring::CRYPTEN,
+    };
+    Ok(Ring::new(a.ring_bits.unwrap_or(preset.bits()), a.frac_bits.unwrap_or(preset.frac()))?)
+}
+
+fn bar(hidden: bool, len: usize, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len as u64);
+    if hidden {
+        b.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    b.set_style(ProgressStyle::with_template("{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta}").expect("static template"));
+    b.set_prefix(what.to_string());
+    b
+}
+
+pub fn run(args: SecureEvalArgs) -> Result<()> {
+    let ring = ring_of(&args)?;
+    let truncation = match args.truncation {
+        TruncMode::Exact => Truncation::Exact,
+        TruncMode::Probabilistic => Truncation::Probabilistic { seed: args.seed },
+    };
+    let run = load_run(&args.checkpoint, args.thresholds.as_deref(), &args.task, &args.data_dir, &args.split, args.limit, args.max_seq_len)?;
+    let quiet = args.json;
+    let exact = simulate(&run.model, &plan_of(&run, true, false, false, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
+    let plan = plan_of(&run, false, false, false, true)?;
+    let sim = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
+    let (thetas, betas) = match &plan.masking {
+        Masking::Hard { theta, beta } => (theta.clone(), beta.clone()),
+        _ => (None, None),
+    };
+
+    let files = &run.loaded.files;
+    let ecfg = EngineBertConfig::from_json_file(&files.config).with_context(|| format!("reading `{}`", files.config.display()))?;
+    let weights = BertWeights::from_safetensors_file(&files.weights, ecfg).with_context(|| format!("loading `{}` for the engine", files.weights.display()))?;
+    let model = EngineModel::from_weights(&weights, &ring);
+    let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
+    let pruned_cfg = EngineConfig { ring, truncation, thetas, betas };
+    let unpruned_cfg = EngineConfig { thetas: None, betas: None, ..pruned_cfg.clone() };
+    let started = Instant::now();
+    let pb = bar(quiet, inputs.len(), "engine");
+    let pruned = run_all(&weights, &model, &pruned_cfg, &inputs, &|_| pb.inc(1))?;
+    pb.finish_and_clear();
+    let engine_seconds = started.elapsed().as_secs_f64();
+    let pb = bar(quiet, inputs.len(), "unpruned");
+    let unpruned = run_all(&weights, &model, &unpruned_cfg, &inputs, &|_| pb.inc(1))?;
+    pb.finish_and_clear();
+    let (cost_p, overflow) = totals(&model, &pruned);
+    let (cost_u, _) = totals(&model, &unpruned);
+    let labels: Vec<f32> = run.data.iter().map(|e| e.label).collect();
+    let c = compare(run.task, &labels, &sim, &pruned, &unpruned, &cost_p, &cost_u, &overflow);
+    let eps = inputs.len() as f64 / engine_seconds.max(1e-9);
+
+    let mut report = serde_json::json!({
+        "task": run.task.name(), "split": args.split, "checkpoint": args.checkpoint,
+        "thresholds": args.thresholds, "mode": mode_name(&plan),
+        "ring": { "bits": ring.bits(), "frac": ring.frac() }, "truncation": truncation,
+        "examples": inputs.len(),
+        "exact": shown(&exact.metrics), "simulation": shown(&sim.metrics), "engine": shown(&c.engine),
+        "engine_unpruned": shown(&c.engine_unpruned),
+        "simulation_tokens_kept_per_layer": sim.tokens_kept_per_layer, "relative_work": sim.relative_work,
+        "examples_per_second": eps, "engine_seconds": engine_seconds,
+    });
+    let detail = serde_json::to_value(&c)?;
+    for key in ["agreement", "logit_diff_max", "logit_diff_mean", "flips_per_layer", "examples_with_flips", "engine_tokens_kept_per_layer", "engine_reduced_per_layer", "overflows", "overflow_rows", "costs"] {
+        report[key] = detail[key].clone();
+    }
+    let name = format!("secure-eval-{}-{}-{}.json", args.split, ring.bits(), ring.frac());
+    let path = args.checkpoint.join(&name);
+    cipherprune::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    if args.json {
+        println!("{report}");
+    } else {
+        print_table(&report, &c, &path);
+    }
+    Ok(())
+}
+
+fn fmt_metrics(v: &serde_json::Value) -> String {
+    v.as_object().map(|o| o.iter().map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+fn print_table(r: &serde_json::Value, c: &Comparison, path: &std::path::Path) {
+    if c.overflows > 0 {
+        println!("OVERFLOW: {} values left the ring (see overflow rows below); engine results are not trustworthy at this precision", c.overflows);
+    } else {
+        println!("no overflow");
+    }
+    println!("{} {} on ring {}/{} ({} examples, {}, truncation {})", r["task"].as_str().unwrap_or(""), r["split"].as_str().unwrap_or(""), r["ring"]["bits"], r["ring"]["frac"], r["examples"], r["mode"].as_str().unwrap_or(""), r["truncation"]["mode"].as_str().unwrap_or(""));
+    println!("  exact float model      {}", fmt_metrics(&r["exact"]));
+    println!("  float simulation       {}", fmt_metrics(&r["simulation"]));
+    println!("  fixed-point engine     {}", fmt_metrics(&r["engine"]));
+    println!("  engine, unpruned       {}", fmt_metrics(&r["engine_unpruned"]));
+    println!("  agreement sim/engine   {:.2} % of examples; logits differ by max {:.4}, mean {:.5}", 100.0 * c.agreement, c.logit_diff_max, c.logit_diff_mean);
+    println!("  threshold flips        {:?} per layer ({} examples with any)", c.flips_per_layer, c.examples_with_flips);
+    let kept: Vec<String> = c.engine_tokens_kept_per_layer.iter().map(|v| format!("{v:.1}")).collect();
+    println!("  engine tokens kept     [{}] per layer (simulation relative work {:.3})", kept.join(", "), r["relative_work"].as_f64().unwrap_or(f64::NAN));
+    println!("  engine speed           {:.1} examples/s", r["examples_per_second"].as_f64().unwrap_or(0.0));
+    println!("  cost, pruned / unpruned   secret mults+MACs   comparisons   truncations");
+    for k in &c.costs {
+        let f = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.3}"));
+        if k.unpruned.elements + k.pruned.elements > 0 {
+            println!("    {:<22} {:>17} {:>13} {:>13}", k.class, f(k.ratio_mults), f(k.ratio_comparisons), f(k.ratio_truncations));
+        }
+    }
+    for o in &c.overflow_rows {
+        println!("  overflow: {} in layer {:?}: {} values, up to {} bits", o.class, o.layer, o.count, o.max_bits);
+    }
+    println!("report: {}", path.display());
+}
