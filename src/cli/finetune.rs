@@ -34,6 +34,9 @@ pub struct CommonTrain {
     /// Evaluate on the first N dev examples only.
     #[arg(long)]
     pub eval_limit: Option<usize>,
+    /// Append a line to metrics.jsonl every N steps.
+    #[arg(long)]
+    pub log_every: Option<usize>,
     /// Continue an interrupted run from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -96,6 +99,7 @@ fn resolve(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     if let Some(v) = c.seed { cfg.seed = v; }
     if c.limit.is_some() { cfg.limit = c.limit; }
     if c.eval_limit.is_some() { cfg.eval_limit = c.eval_limit; }
+    if let Some(v) = c.log_every { cfg.log_every = v; }
     if c.resume && saved.is_file() && cfg != before {
         bail!("`{}` holds this run's configuration; a resumed run cannot change it (drop the changed flags)", saved.display());
     }

@@ -108,6 +108,7 @@ fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = c.seed { cfg.seed = v; }
     if c.limit.is_some() { cfg.limit = c.limit; }
     if c.eval_limit.is_some() { cfg.eval_limit = c.eval_limit; }
+    if let Some(v) = c.log_every { cfg.log_every = v; }
     if resumed && cfg != before {
         bail!("`{}` holds this run's configuration; a resumed run cannot change it (drop the changed flags)", saved.display());
     }

@@ -171,6 +171,10 @@ fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, ru
 /// thresholds, or fresh ones.
 fn load_stage(cfg: &PruneConfig, dir: &Path, task: Task, soft: bool, dev: &[Encoded]) -> Result<PruneStage> {
     let spec = dir.to_string_lossy().into_owned();
+    let files = crate::model::resolve(&spec)?;
+    if crate::model::BertConfig::load(&files.config)?.num_labels.is_none() {
+        return Err(Error::Model(format!("`{}` has no task head: fine-tune it on {} first", dir.display(), task.name())));
+    }
     let mut loaded = load_model(&spec, Some(task.num_labels()), cfg.max_seq_len, cfg.seed)?;
     if loaded.cfg.num_labels != Some(task.num_labels()) || !loaded.params.contains("classifier.weight") {
         return Err(Error::Model(format!("`{}` has no {}-label head: fine-tune it on {} first", dir.display(), task.num_labels(), task.name())));

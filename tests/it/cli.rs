@@ -13,7 +13,7 @@ fn help_lists_the_pipeline() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["finetune", "eval"] {
+    for cmd in ["finetune", "eval", "prune", "simulate", "export", "secure-eval", "bench"] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }
 }

@@ -4,4 +4,5 @@ mod cli;
 mod finetune;
 mod golden;
 mod model;
+mod pipeline;
 mod prune;

@@ -1,0 +1,103 @@
+//! The whole pipeline through the binary on a tiny model: finetune →
+//! prune → simulate → export → simulate from the file → secure-eval, and
+//! the errors a user meets on the way.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::fixtures;
+
+fn cp(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cipherprune"));
+    c.args(args);
+    for (flag, p) in paths {
+        c.arg(flag).arg(p);
+    }
+    c.output().unwrap()
+}
+
+fn ok(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn finetune_prune_simulate_export_secure_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixtures::tiny_model(&d.join("m"), 21);
+    let data = fixtures::sentiment_tsvs(&d.join("d"), 128, 48, 6);
+    let (ft, pr) = (d.join("ft"), d.join("pr"));
+    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--max-seq-len", "32"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
+    // Task, data and length come from the fine-tuned run.
+    let p = cp(&["prune", "-q", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--threshold-lr", "5e-3", "--temperature", "0.01", "--lambda", "1.0", "--log-every", "2"], &[("--checkpoint", &ft), ("--out", &pr)]);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    for f in ["prune.yaml", "metrics.jsonl", "model.safetensors", "thresholds.safetensors", "soft/metrics.jsonl", "soft/model.safetensors"] {
+        assert!(pr.join(f).is_file(), "prune run lacks {f}");
+    }
+    let soft_log = std::fs::read_to_string(pr.join("soft/metrics.jsonl")).unwrap();
+    assert!(soft_log.contains("\"l_prune\"") && soft_log.contains("\"kept_ratio_1\"") && soft_log.contains("\"theta\""), "{soft_log}");
+
+    let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
+    assert_eq!(sim["examples"], 48);
+    for key in ["accuracy", "relative_work", "tokens_kept_per_layer", "reduced_per_layer"] {
+        assert!(!sim[key].is_null(), "simulate --json lacks {key}: {sim}");
+    }
+    let rw = sim["relative_work"].as_f64().unwrap();
+    assert!(rw > 0.0 && rw <= 1.0, "relative work {rw}");
+    assert_eq!(sim["tokens_kept_per_layer"].as_array().unwrap().len(), 2);
+    // Ablation rows: the exact model and the unpruned approximations do all the work.
+    let exact = ok(&cp(&["simulate", "--json", "--exact"], &[("--checkpoint", &pr)]));
+    assert_eq!(exact["relative_work"].as_f64().unwrap(), 1.0);
+    let high = ok(&cp(&["simulate", "--json", "--no-prune", "--no-reduce"], &[("--checkpoint", &pr)]));
+    assert_eq!(high["relative_work"].as_f64().unwrap(), 1.0);
+    assert!(high["reduced_per_layer"].as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)));
+    // Removing tokens and masking them agree.
+    let batched = ok(&cp(&["simulate", "--json", "--batched"], &[("--checkpoint", &pr)]));
+    assert_eq!(batched["accuracy"], sim["accuracy"]);
+    assert_eq!(batched["tokens_kept_per_layer"], sim["tokens_kept_per_layer"]);
+
+    let file = d.join("thresholds.yaml");
+    ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    for field in ["format: cipherprune-thresholds/1", "weights_sha256", "theta_ring", "beta_ring", "measured:", "tokens_kept_per_layer"] {
+        assert!(text.contains(field), "threshold file lacks {field}:\n{text}");
+    }
+    let again = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    for key in ["accuracy", "relative_work", "tokens_kept_per_layer", "reduced_per_layer"] {
+        assert_eq!(again[key], sim[key], "{key} differs when loaded from the file");
+    }
+    // The same file against the fine-tuned weights (another model) fails, naming the field.
+    let other = cp(&["simulate", "--json"], &[("--checkpoint", &ft), ("--thresholds", &file)]);
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("model.weights_sha256") && err.contains("thresholds.yaml"), "{err}");
+    // A tampered ring integer is caught too.
+    let bad = d.join("bad.yaml");
+    std::fs::write(&bad, text.replacen("theta_ring: ", "theta_ring: 9", 1)).unwrap();
+    let e = cp(&["simulate"], &[("--checkpoint", &pr), ("--thresholds", &bad)]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("layers[0].theta_ring"), "{}", String::from_utf8_lossy(&e.stderr));
+
+    let se = ok(&cp(&["secure-eval", "--json"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    for key in ["agreement", "simulation", "engine", "flips_per_layer", "overflows", "examples_per_second"] {
+        assert!(!se[key].is_null(), "secure-eval --json lacks {key}: {se}");
+    }
+    assert_eq!(se["simulation"]["accuracy"], sim["accuracy"]);
+    assert!(se["agreement"].as_f64().unwrap() >= 0.9, "{se}");
+    assert!(pr.join("secure-eval-dev-37-12.json").is_file());
+    // A ring too small for the model overflows, and says so first.
+    let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
+    assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stderr));
+    assert!(String::from_utf8_lossy(&small.stdout).starts_with("OVERFLOW"), "{}", String::from_utf8_lossy(&small.stdout));
+}
+
+#[test]
+fn pruning_a_model_without_a_task_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures::tiny_model(&dir.path().join("m"), 22);
+    let data = fixtures::sentiment_tsvs(&dir.path().join("d"), 16, 8, 7);
+    let out = cp(&["prune", "-q", "--task", "sst2"], &[("--checkpoint", &model), ("--data-dir", &data), ("--out", &dir.path().join("pr"))]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fine-tune it") , "{err}");
+}
