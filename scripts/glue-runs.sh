@@ -12,8 +12,8 @@ cargo build --release --quiet
 # name | config | extra flags
 recipes=(
   "sst2|configs/sst2.yaml|"
-  "sst2-reference|configs/sst2.yaml|--lr 2e-5 --eval-every 0"
   "mrpc|configs/mrpc.yaml|"
+  "sst2-reference|configs/sst2.yaml|--lr 2e-5 --eval-every 0"
   "rte|configs/rte.yaml|"
   "stsb|configs/stsb.yaml|"
   "cola|configs/cola.yaml|"

@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Eval(a) => cli::eval::run(a),
         cli::Command::Bench(a) => cli::bench::run(a),
         cli::Command::Prune(a) => cli::prune::run(a),
+        cli::Command::Sweep(a) => cli::sweep::run(a),
         cli::Command::Simulate(a) => cli::simulate::run(a),
         cli::Command::Export(a) => cli::export::run(a),
         cli::Command::SecureEval(a) => cli::secure_eval::run(a),

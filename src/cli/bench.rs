@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Timed steps, after one warm-up step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Also time the engine's ring matrix product against f32 GEMM.
+    #[arg(long)]
+    pub engine: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -34,8 +37,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     bars.begin("bench", args.steps as u64 + 1);
     let r = bench(&spec, |i| bars.update(i as u64 + 1, ""))?;
     bars.end();
+    let rates = if args.engine { Some(cipherprune::train::bench::matmul_rates(128, 384, 1536, 20)?) } else { None };
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(m) = &rates {
+            v["engine_matmul"] = serde_json::to_value(m)?;
+        }
+        println!("{v}");
     } else {
         println!("training step, {} (batch {} × {} tokens, word embeddings frozen, dropout on, {} threads)", r.model, r.batch_size, r.seq_len, r.threads);
         println!("  forward    {:.3} s", r.forward_s);
@@ -43,6 +51,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("  optimiser  {:.3} s", r.optimizer_s);
         println!("  step       {:.3} s median of {} (min {:.3}, max {:.3})", r.step_s, r.steps, r.step_min_s, r.step_max_s);
         println!("  throughput {:.1} examples/s", r.examples_per_second);
+        if let Some(m) = &rates {
+            println!("engine matrix product {}×{}×{}: ring {:.2} GMAC/s, f32 GEMM {:.2} GMAC/s ({:.0} % of the float rate)", m.rows, m.inner, m.cols, m.ring_gmacs, m.f32_gmacs, 100.0 * m.ring_gmacs / m.f32_gmacs);
+        }
     }
     Ok(())
 }

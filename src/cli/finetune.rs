@@ -125,6 +125,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         let shown: Vec<String> = st.best.iter().filter(|(k, _)| *k != "examples").map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("best dev (step {}): {}  [main {:.4}]", st.best_step, shown.join(", "), best);
     }
+    let m = args.out.join("metrics.jsonl");
+    if !report.outcome.interrupted && m.is_file() {
+        let loss = cipherprune::plot::series_from_metrics(&m, "train", "loss")?;
+        if !loss.is_empty() {
+            cipherprune::plot::lines(&args.out.join("loss.svg"), "fine-tuning: training loss", "step", "loss", &[("train loss".into(), loss)])?;
+        }
+    }
     println!("run directory: {}", args.out.display());
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod prune;
 pub mod runinfo;
 pub mod secure_eval;
 pub mod simulate;
+pub mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Learn pruning (θ) and reduction (β) thresholds from a fine-tuned run.
     Prune(prune::PruneArgs),
+    /// Threshold learning for several λ, and the accuracy-versus-work picture.
+    Sweep(sweep::SweepArgs),
     /// Evaluate with hard masks and secure approximations, pruned tokens removed.
     Simulate(simulate::SimArgs),
     /// Write a pruned run's thresholds as a versioned YAML file.

@@ -67,7 +67,7 @@ pub struct PruneArgs {
     pub common: CommonTrain,
 }
 
-fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
+pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     let saved = args.out.join("prune.yaml");
     let resumed = args.common.resume && saved.is_file();
     let mut cfg: PruneConfig = match (&args.common.config, resumed) {
@@ -116,6 +116,34 @@ fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     Ok(cfg)
 }
 
+/// After a finished run: the dev simulation of the result (batched
+/// masks), `summary.json`, and the pictures.
+pub fn finish(out: &std::path::Path, result: &std::path::Path, quiet: bool) -> Result<serde_json::Value> {
+    let run = super::simulate::load_run(result, None, &None, &None, "dev", None, None)?;
+    let plan = super::simulate::plan_of(&run, false, false, false, false)?;
+    let r = cipherprune::prune::simulate::simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
+    let summary = super::simulate::report_json(run.task, "dev", super::simulate::mode_name(&plan), &r);
+    cipherprune::io::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    cipherprune::plot::tokens_per_layer(&out.join("tokens_kept.svg"), &format!("{}: tokens entering each layer (dev mean)", run.task.name()), &r.tokens_entering_per_layer, r.real_tokens)?;
+    let mut series = vec![];
+    for (stage, dir) in [("soft", out.join("soft")), ("hard", out.to_path_buf())] {
+        let m = dir.join("metrics.jsonl");
+        if m.is_file() {
+            let offset = if stage == "hard" { series.last().map_or(0.0, |(_, p): &(String, Vec<(f64, f64)>)| p.last().map_or(0.0, |q| q.0)) } else { 0.0 };
+            for key in ["loss", "task_loss"] {
+                let pts: Vec<(f64, f64)> = cipherprune::plot::series_from_metrics(&m, "train", key)?.into_iter().map(|(x, y)| (x + offset, y)).collect();
+                if !pts.is_empty() {
+                    series.push((format!("{stage} {key}"), pts));
+                }
+            }
+        }
+    }
+    if !series.is_empty() {
+        cipherprune::plot::lines(&out.join("loss.svg"), "threshold learning: loss per step (soft, then hard stage)", "step", "loss", &series)?;
+    }
+    Ok(summary)
+}
+
 pub fn run(args: PruneArgs) -> Result<()> {
     let cfg = resolve(&args)?;
     if !args.common.resume && (args.out.join("checkpoints").exists() || args.out.join("soft").exists()) {
@@ -140,6 +168,12 @@ pub fn run(args: PruneArgs) -> Result<()> {
             let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
             println!("  hard stage best dev (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step);
         }
+    }
+    if !interrupted {
+        let s = finish(&args.out, &r.result_dir, args.common.quiet)?;
+        let main = cipherprune::data::Task::from_name(&cfg.task)?.main_metric();
+        println!("  dev (hard masks, approximations): {main} {:.4}, relative work {:.3}, tokens kept per layer {}", s[main].as_f64().unwrap_or(f64::NAN), s["relative_work"].as_f64().unwrap_or(f64::NAN), s["tokens_kept_per_layer"]);
+        println!("  plots: {}/loss.svg, {}/tokens_kept.svg", args.out.display(), args.out.display());
     }
     println!("result: {} (next: cipherprune simulate --checkpoint {0}; cipherprune export --checkpoint {0} --out thresholds.yaml)", r.result_dir.display());
     Ok(())

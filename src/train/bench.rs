@@ -93,3 +93,42 @@ pub fn run(spec: &BenchSpec, mut on_step: impl FnMut(usize)) -> Result<BenchRepo
         examples_per_second: b as f64 / step_s,
     })
 }
+
+/// Secret × public matrix products in the ring against candle's f32 GEMM
+/// (the machine's float rate, the engine's natural ceiling), same shape.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulRates {
+    pub rows: usize,
+    pub inner: usize,
+    pub cols: usize,
+    pub ring_gmacs: f64,
+    pub f32_gmacs: f64,
+}
+
+pub fn matmul_rates(rows: usize, inner: usize, cols: usize, reps: usize) -> Result<MatmulRates> {
+    use crate::fixed::{Ring, Truncation};
+    use crate::secure::backend::{Backend, PublicMatrix};
+    use crate::secure::plain::PlainBackend;
+    let r = Ring::BOLT;
+    let w: Vec<i64> = (0..inner * cols).map(|i| ((i * 7919) % 2001) as i64 - 1000).collect();
+    let m = PublicMatrix::from_out_in(w.clone(), inner, cols);
+    let x: Vec<u64> = (0..rows * inner).map(|i| r.encode(((i % 97) as f64 - 48.0) / 10.0)).collect();
+    let mut b = PlainBackend::new(r, Truncation::Exact, 0);
+    let xs = b.input(&x);
+    let macs = (reps * rows * inner * cols) as f64;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(b.matmul_public(&xs, rows, &m));
+    }
+    let ring = macs / t.elapsed().as_secs_f64();
+    let dev = &candle_core::Device::Cpu;
+    let xf = candle_core::Tensor::from_vec(x.iter().map(|&v| r.decode(v) as f32).collect::<Vec<_>>(), (rows, inner), dev)?;
+    let wf = candle_core::Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<_>>(), (cols, inner), dev)?.t()?.contiguous()?;
+    let _ = xf.matmul(&wf)?;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(xf.matmul(&wf)?);
+    }
+    let f = macs / t.elapsed().as_secs_f64();
+    Ok(MatmulRates { rows, inner, cols, ring_gmacs: ring / 1e9, f32_gmacs: f / 1e9 })
+}
