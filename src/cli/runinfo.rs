@@ -33,7 +33,13 @@ impl RunInfo {
     }
 
     /// The flag if given, else the run's value, else an error naming the flag.
+    /// A flag naming another task than the run was trained on is an error:
+    /// its head would answer a different question.
     pub fn task(&self, flag: &Option<String>) -> Result<String> {
+        if let (Some(f), Some(t)) = (flag, &self.task) {
+            let (a, b) = (cipherprune::data::Task::from_name(f)?, cipherprune::data::Task::from_name(t)?);
+            anyhow::ensure!(a.dir_name() == b.dir_name(), "the checkpoint was trained on {}, not {}: a checkpoint for another task", b.name(), a.name());
+        }
         flag.clone().or_else(|| self.task.clone()).context("--task is required (the checkpoint has no config.yaml or prune.yaml)")
     }
 

@@ -85,11 +85,17 @@ impl Stage for PruneStage {
             if let Some(r) = reg {
                 loss = (loss + (r * self.cfg.lambda)?)?;
             }
-            // Hard-mask share of live tokens each layer would keep now.
+            // Thresholds now, and the hard-mask share of live tokens each
+            // layer would keep and reduce.
+            let (th, be) = self.thr.values()?;
             for (l, tr) in out.layers.iter().enumerate() {
                 let kept: usize = tr.kept.iter().map(Vec::len).sum();
                 let live: usize = tr.entering.iter().sum();
+                let reduced: usize = tr.reduced.iter().sum();
+                extra.push((format!("theta_{l}"), th[l]));
+                extra.push((format!("beta_{l}"), be[l]));
                 extra.push((format!("kept_ratio_{l}"), kept as f64 / live.max(1) as f64));
+                extra.push((format!("reduced_ratio_{l}"), reduced as f64 / kept.max(1) as f64));
             }
         }
         Ok((loss, extra))

@@ -1,6 +1,7 @@
 pub mod fixtures;
 
 mod cli;
+mod engine;
 mod finetune;
 mod golden;
 mod model;
