@@ -227,7 +227,12 @@ impl Bert {
         match ctx.dropout.as_deref_mut() {
             Some(rng) if p > 0.0 => {
                 let keep = 1.0 / (1.0 - p) as f32;
-                let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep }).collect();
+                // Block-filled u32 draws compared with p·2³²: a fifth of the
+                // cost of one f64 draw per element (millions per step).
+                let cut = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+                let mut bits = vec![0u32; x.elem_count()];
+                rng.fill(&mut bits[..]);
+                let mask: Vec<f32> = bits.iter().map(|&b| if b < cut { 0.0 } else { keep }).collect();
                 Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
             }
             _ => Ok(x.clone()),
