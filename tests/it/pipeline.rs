@@ -101,3 +101,29 @@ fn pruning_a_model_without_a_task_head_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fine-tune it") , "{err}");
 }
+
+#[test]
+fn an_interrupted_prune_resumes_to_the_same_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixtures::tiny_model(&d.join("m"), 23);
+    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 8);
+    let ft = d.join("ft");
+    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
+    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--threshold-lr", "5e-3", "--temperature", "0.01", "--lambda", "1.0", "--save-every", "2"];
+    let (a, b) = (d.join("a"), d.join("b"));
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]));
+    // Stopped in the soft stage, then resumed: the soft stage ends, the hard one runs.
+    let mut stop = flags.to_vec();
+    stop.extend(["--stop-after", "3"]);
+    ok(&cp(&stop, &[("--checkpoint", &ft), ("--out", &b)]));
+    assert!(!b.join("thresholds.safetensors").exists());
+    let refused = cp(&flags, &[("--checkpoint", &ft), ("--out", &b)]);
+    assert!(!refused.status.success(), "a second run into the same directory must be refused");
+    let mut resume = flags.to_vec();
+    resume.push("--resume");
+    ok(&cp(&resume, &[("--checkpoint", &ft), ("--out", &b)]));
+    let read = |p: &Path| std::fs::read(p.join("thresholds.safetensors")).unwrap();
+    assert_eq!(read(&a), read(&b), "resumed thresholds differ");
+    assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
+}
