@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::Args;
 
 use cipherprune::config::{load_yaml, FinetuneConfig};
 use cipherprune::prune::config::PruneConfig;
@@ -46,4 +47,27 @@ impl RunInfo {
     pub fn data_dir(&self, flag: &Option<PathBuf>) -> Result<PathBuf> {
         flag.clone().or_else(|| self.data_dir.clone()).context("--data-dir is required (the checkpoint has no config.yaml or prune.yaml)")
     }
+}
+
+/// Which run, and which examples: the flags `eval`, `simulate` and
+/// `secure-eval` share. Task, data and length default to the run's own.
+#[derive(Args, Debug, Clone)]
+pub struct EvalData {
+    /// A run directory (`finetune` or `prune`), or a model directory with a task head.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// GLUE task (default: the run's; another task than the run's is refused).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// GLUE root or task folder (default: the run's data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// First N examples of the split only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Default: the run's max_seq_len, else 128.
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
 }

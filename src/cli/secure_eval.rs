@@ -40,22 +40,11 @@ pub enum TruncMode {
 
 #[derive(Args, Debug)]
 pub struct SecureEvalArgs {
-    /// A run written by `prune` (or a fine-tuned run with --thresholds).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: super::runinfo::EvalData,
     /// Threshold file written by `export` (default: the run's own thresholds).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
-    #[arg(long)]
-    pub task: Option<String>,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value = "dev")]
-    pub split: String,
-    #[arg(long)]
-    pub limit: Option<usize>,
-    #[arg(long)]
-    pub max_seq_len: Option<usize>,
     /// Ring preset (overridden by --ring-bits / --frac-bits).
     #[arg(long, value_enum, default_value = "bolt")]
     pub ring: RingPreset,
@@ -98,7 +87,8 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         TruncMode::Exact => Truncation::Exact,
         TruncMode::Probabilistic => Truncation::Probabilistic { seed: args.seed },
     };
-    let run = load_run(&args.checkpoint, args.thresholds.as_deref(), &args.task, &args.data_dir, &args.split, args.limit, args.max_seq_len)?;
+    let d = &args.data;
+    let run = load_run(&d.checkpoint, args.thresholds.as_deref(), &d.task, &d.data_dir, &d.split, d.limit, d.max_seq_len)?;
     let quiet = args.json;
     let exact = simulate(&run.model, &plan_of(&run, true, false, false, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
     let plan = plan_of(&run, false, false, false, true)?;
@@ -130,7 +120,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     let eps = inputs.len() as f64 / engine_seconds.max(1e-9);
 
     let mut report = serde_json::json!({
-        "task": run.task.name(), "split": args.split, "checkpoint": args.checkpoint,
+        "task": run.task.name(), "split": d.split, "checkpoint": d.checkpoint,
         "thresholds": args.thresholds, "mode": mode_name(&plan),
         "ring": { "bits": ring.bits(), "frac": ring.frac() }, "truncation": truncation,
         "examples": inputs.len(),
@@ -143,8 +133,8 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     for key in ["agreement", "logit_diff_max", "logit_diff_mean", "flips_per_layer", "examples_with_flips", "engine_tokens_kept_per_layer", "engine_reduced_per_layer", "overflows", "overflow_rows", "costs"] {
         report[key] = detail[key].clone();
     }
-    let name = format!("secure-eval-{}-{}-{}.json", args.split, ring.bits(), ring.frac());
-    let path = args.checkpoint.join(&name);
+    let name = format!("secure-eval-{}-{}-{}.json", d.split, ring.bits(), ring.frac());
+    let path = d.checkpoint.join(&name);
     cipherprune::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     if args.json {
         println!("{report}");

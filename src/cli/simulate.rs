@@ -17,28 +17,15 @@ use cipherprune::train::finetune::{load_model, load_split, Loaded};
 use cipherprune::train::prune::THRESHOLDS_FILE;
 
 use super::progress::Bars;
-use super::runinfo::RunInfo;
+use super::runinfo::{EvalData, RunInfo};
 
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
-    /// A run directory: `prune`'s result, or a fine-tuned run (then only
-    /// --exact or --no-prune --no-reduce apply, or pass --thresholds).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: EvalData,
     /// Threshold file written by `export` (default: the run's own thresholds).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
-    #[arg(long)]
-    pub task: Option<String>,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value = "dev")]
-    pub split: String,
-    /// First N examples of the split only.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    #[arg(long)]
-    pub max_seq_len: Option<usize>,
     /// Exact functions, no pruning: the fine-tuned model itself.
     #[arg(long)]
     pub exact: bool,
@@ -163,14 +150,15 @@ pub fn print_table(task: Task, split: &str, mode: &str, r: &SimReport) {
 }
 
 pub fn run(args: SimArgs) -> Result<()> {
-    let run = load_run(&args.checkpoint, args.thresholds.as_deref(), &args.task, &args.data_dir, &args.split, args.limit, args.max_seq_len)?;
+    let d = &args.data;
+    let run = load_run(&d.checkpoint, args.thresholds.as_deref(), &d.task, &d.data_dir, &d.split, d.limit, d.max_seq_len)?;
     let plan = plan_of(&run, args.exact, args.no_prune, args.no_reduce, !args.batched)?;
     let r = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(args.json))?;
     let mode = mode_name(&plan);
     if args.json {
-        println!("{}", report_json(run.task, &args.split, mode, &r));
+        println!("{}", report_json(run.task, &d.split, mode, &r));
     } else {
-        print_table(run.task, &args.split, mode, &r);
+        print_table(run.task, &d.split, mode, &r);
     }
     Ok(())
 }
