@@ -68,7 +68,7 @@ pub fn tradeoff(path: &Path, title: &str, x_label: &str, y_label: &str, points: 
         chart.draw_series(points.iter().map(|(x, y, l)| {
             EmptyElement::at((*x, *y)) + Circle::new((0, 0), 4, BLUE.filled()) + Text::new(l.clone(), (6, -14), ("sans-serif", 13))
         }))?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         Ok(())
     })
 }
@@ -87,13 +87,15 @@ pub fn tokens_per_layer(path: &Path, title: &str, entering: &[f64], real_tokens:
     })
 }
 
-/// (step, value) pairs of `key` from a metrics.jsonl, for lines of `kind`.
+/// (step, value) pairs of `key` from a metrics.jsonl, for lines of `kind`,
+/// sorted by step; a resumed run logs some steps twice, the last one counts.
 pub fn series_from_metrics(path: &Path, kind: &str, key: &str) -> Result<Vec<(f64, f64)>> {
     let text = crate::io::read_to_string(path)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == kind)
-        .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
-        .collect())
+    let mut by_step = std::collections::BTreeMap::new();
+    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v["kind"] == kind) {
+        if let (Some(step), Some(y)) = (v["step"].as_u64(), v[key].as_f64()) {
+            by_step.insert(step, y);
+        }
+    }
+    Ok(by_step.into_iter().map(|(s, y)| (s as f64, y)).collect())
 }
