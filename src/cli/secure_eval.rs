@@ -164,11 +164,17 @@ fn print_table(r: &serde_json::Value, c: &Comparison, path: &std::path::Path) {
     let kept: Vec<String> = c.engine_tokens_kept_per_layer.iter().map(|v| format!("{v:.1}")).collect();
     println!("  engine tokens kept     [{}] per layer (simulation relative work {:.3})", kept.join(", "), r["relative_work"].as_f64().unwrap_or(f64::NAN));
     println!("  engine speed           {:.1} examples/s", r["examples_per_second"].as_f64().unwrap_or(0.0));
-    println!("  cost, pruned / unpruned   secret mults+MACs   comparisons   truncations");
+    println!("  cost, pruned / unpruned    products (mults, MACs)   comparisons   truncations");
     for k in &c.costs {
         let f = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.3}"));
-        if k.unpruned.elements + k.pruned.elements > 0 {
-            println!("    {:<22} {:>17} {:>13} {:>13}", k.class, f(k.ratio_mults), f(k.ratio_comparisons), f(k.ratio_truncations));
+        if k.unpruned.elements + k.pruned.elements == 0 {
+            continue;
+        }
+        if k.unpruned.elements == 0 {
+            // Pruning and reduction exist only in the pruned model: show what they add.
+            println!("    {:<22} adds {} comparisons, {} MUXes, {} truncations", k.class, k.pruned.comparisons, k.pruned.muxes, k.pruned.truncations);
+        } else {
+            println!("    {:<22} {:>22} {:>13} {:>13}", k.class, f(k.ratio_mults), f(k.ratio_comparisons), f(k.ratio_truncations));
         }
     }
     for o in &c.overflow_rows {

@@ -18,8 +18,9 @@ pub struct ClassCost {
     pub class: &'static str,
     pub pruned: PrimitiveCounts,
     pub unpruned: PrimitiveCounts,
-    /// pruned / unpruned of secret products (element-wise + MACs), of
-    /// comparisons, and of truncations.
+    /// pruned / unpruned of products of any kind (secret × secret
+    /// element-wise and MACs, secret × public MACs), of comparisons, and
+    /// of truncations.
     pub ratio_mults: Option<f64>,
     pub ratio_comparisons: Option<f64>,
     pub ratio_truncations: Option<f64>,
@@ -124,7 +125,15 @@ pub fn compare(
             pruned.iter().map(|r| r.reduced_per_layer[l].len()).sum::<usize>() as f64 / k.max(1) as f64
         })
         .collect();
-    let costs = OpClass::ALL
+    let row = |class: &'static str, p: PrimitiveCounts, u: PrimitiveCounts| ClassCost {
+        class,
+        pruned: p,
+        unpruned: u,
+        ratio_mults: ratio(p.ss_mults + p.ss_macs + p.pub_macs, u.ss_mults + u.ss_macs + u.pub_macs),
+        ratio_comparisons: ratio(p.comparisons, u.comparisons),
+        ratio_truncations: ratio(p.truncations, u.truncations),
+    };
+    let mut costs: Vec<ClassCost> = OpClass::ALL
         .iter()
         .filter(|&&c| c != OpClass::Input)
         .map(|&c| {
@@ -133,12 +142,13 @@ pub fn compare(
                 class: c.name(),
                 pruned: p,
                 unpruned: u,
-                ratio_mults: ratio(p.ss_mults + p.ss_macs, u.ss_mults + u.ss_macs),
+                ratio_mults: ratio(p.ss_mults + p.ss_macs + p.pub_macs, u.ss_mults + u.ss_macs + u.pub_macs),
                 ratio_comparisons: ratio(p.comparisons, u.comparisons),
                 ratio_truncations: ratio(p.truncations, u.truncations),
             }
         })
         .collect();
+    costs.push(row("total", cost_pruned.total(), cost_unpruned.total()));
     let overflow_rows = overflow.rows().iter().map(|r| OverflowRow { class: r.class.name(), layer: r.layer, count: r.value.count, max_bits: r.value.max_bits }).collect();
     Comparison {
         agreement: agree as f64 / n,
