@@ -16,11 +16,11 @@ scripts/glue-runs.sh "$glue" sst2 mrpc
 # Threshold learning (README "Threshold learning"): the λ sweep on SST-2
 # (its λ = 0.05 point is the SST-2 result), then MRPC.
 $bin sweep --checkpoint runs/glue/sst2 --data-dir "$glue" --lambdas 0.05,0.2 --limit 4000 --out runs/sweep-sst2 -q
-[[ -f runs/prune-mrpc/summary.json ]] || $bin prune --config configs/prune-mrpc.yaml --data-dir "$glue" --out runs/prune-mrpc -q
+[[ -f runs/prune-mrpc3/summary.json ]] || $bin prune --config configs/prune-mrpc.yaml --data-dir "$glue" --out runs/prune-mrpc3 -q
 sst=runs/sweep-sst2/lambda-0.05
 
 # Ablation rows: exact; high-degree approximations; + pruning; + pruning and reduction.
-for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc; do
+for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   IFS=: read -r task ft pr <<<"$t"
   $bin simulate --checkpoint "$ft" --exact --json > runs/ablation/$task-exact.json
   $bin simulate --checkpoint "$ft" --no-prune --no-reduce --json > runs/ablation/$task-high.json
@@ -30,11 +30,11 @@ done
 
 # Secure evaluation (README "Simulated vs secure").
 $bin export --checkpoint $sst --out runs/thresholds-sst2.yaml -q
-$bin export --checkpoint runs/prune-mrpc --out runs/thresholds-mrpc.yaml -q
+$bin export --checkpoint runs/prune-mrpc3 --out runs/thresholds-mrpc.yaml -q
 for ring in bolt cipherprune crypten; do
   $bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --ring $ring --json > runs/secure-sst2-$ring.json
 done
-$bin secure-eval --checkpoint runs/prune-mrpc --thresholds runs/thresholds-mrpc.yaml --ring bolt --json > runs/secure-mrpc-bolt.json
+$bin secure-eval --checkpoint runs/prune-mrpc3 --thresholds runs/thresholds-mrpc.yaml --ring bolt --json > runs/secure-mrpc-bolt.json
 
 # Speed (README "Speed").
 $bin bench --engine
