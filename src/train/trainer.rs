@@ -118,6 +118,8 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
         }
     }
     let mut window = (0.0f64, 0usize, 0usize, Instant::now());
+    // Stage scalars summed over the logging window, logged as means.
+    let mut extra_sums: std::collections::BTreeMap<String, f64> = Default::default();
     observer.begin("train", total as u64);
     observer.update(st.global_step as u64, "");
     while st.epoch < spec.epochs {
@@ -140,6 +142,9 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
             let gnorm = opt.step(&grads, lr_scale, Some(spec.max_grad_norm))?;
             st.global_step += 1;
             st.batch_in_epoch += 1;
+            for (k, v) in extra {
+                *extra_sums.entry(k).or_default() += v;
+            }
             window.0 += lv;
             window.1 += 1;
             window.2 += b.batch_size;
@@ -151,8 +156,8 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
                     "loss": window.0 / window.1 as f64, "lr_scale": lr_scale, "grad_norm": gnorm,
                     "examples_per_second": rate,
                 });
-                for (k, v) in extra {
-                    line[k] = v.into();
+                for (k, v) in std::mem::take(&mut extra_sums) {
+                    line[k] = (v / window.1 as f64).into();
                 }
                 crate::io::append_json_line(&metrics_path, &line)?;
                 window = (0.0, 0, 0, Instant::now());
