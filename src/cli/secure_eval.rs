@@ -129,6 +129,8 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         "simulation_tokens_kept_per_layer": sim.tokens_kept_per_layer, "relative_work": sim.relative_work,
         "examples_per_second": eps, "engine_seconds": engine_seconds,
     });
+    // Per operator class and layer, for the pruned and the unpruned model.
+    report["cost_by_layer"] = serde_json::json!({ "pruned": cost_p, "unpruned": cost_u });
     let detail = serde_json::to_value(&c)?;
     for key in ["agreement", "logit_diff_max", "logit_diff_mean", "flips_per_layer", "examples_with_flips", "engine_tokens_kept_per_layer", "engine_reduced_per_layer", "overflows", "overflow_rows", "costs"] {
         report[key] = detail[key].clone();

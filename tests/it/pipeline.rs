@@ -85,6 +85,8 @@ fn finetune_prune_simulate_export_secure_eval() {
     assert_eq!(se["simulation"]["accuracy"], sim["accuracy"]);
     assert!(se["agreement"].as_f64().unwrap() >= 0.9, "{se}");
     assert!(pr.join("secure-eval-dev-37-12.json").is_file());
+    let rows = se["cost_by_layer"]["pruned"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["layer"] == 1 && r["class"] == "gelu" && r["ss_mults"].as_u64().unwrap() > 0), "no per-layer costs: {rows:?}");
     // A ring too small for the model overflows, and says so first.
     let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
     assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stderr));
