@@ -14,6 +14,7 @@ pub mod error;
 pub mod fixed;
 pub mod io;
 pub mod model;
+pub mod mpc;
 pub mod plot;
 pub mod prune;
 pub mod secure;

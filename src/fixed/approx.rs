@@ -10,7 +10,7 @@
 //! terms at scale 2s have been added to it.
 
 use super::Ring;
-use crate::secure::backend::Backend;
+use crate::secure::backend::{Backend, WeightVector};
 use serde::{Deserialize, Serialize};
 
 /// Which of a pair of approximations to use: BOLT's (high) or our cheaper
@@ -419,12 +419,12 @@ pub fn layer_norm<B: Backend>(
     b: &mut B,
     x: &B::Arith,
     width: usize,
-    gamma: &[u64],
+    gamma: &WeightVector,
     beta2: &[u64],
 ) -> B::Arith {
     let n = b.len(x);
     assert!(width > 0 && n % width == 0, "layer_norm: rows of {width} in {n}");
-    assert!(gamma.len() == width && beta2.len() == width, "layer_norm: γ/β are not {width} wide");
+    assert!(gamma.values.len() == width && beta2.len() == width, "layer_norm: γ/β are not {width} wide");
     let r = b.ring();
     let s = r.frac();
     let prec = NormPrecision::for_ring(r);
@@ -444,7 +444,7 @@ pub fn layer_norm<B: Backend>(
     let rsb = b.gather(&rs, &bc);
     let y = b.mul(&c, &rsb);
     let y = b.truncate(&y, s + prec.rsqrt_extra);
-    let g = b.mul_public(&y, gamma);
+    let g = b.mul_weights(&y, gamma);
     let g = b.add_public(&g, beta2);
     b.rescale(&g)
 }

@@ -29,6 +29,9 @@ use crate::fixed::Ring;
 /// A public weight matrix as the server holds it, encoded in the ring.
 #[derive(Clone, Debug)]
 pub struct PublicMatrix {
+    /// Which of the model's weights this is (the dealer of the shares
+    /// backend looks weights up by it); 0 outside a model.
+    pub id: u32,
     pub in_dim: usize,
     pub out_dim: usize,
     /// Signed views of the encoded weights, transposed (out_dim × in_dim) so
@@ -71,7 +74,21 @@ impl PublicMatrix {
             w: w_t.iter().map(|&w| offset32(w)).collect(),
             col_sum: w_t.chunks(in_dim.max(1)).map(|row| row.iter().sum()).collect(),
         });
-        PublicMatrix { in_dim, out_dim, w_t, col_l1, offset32 }
+        PublicMatrix { id: 0, in_dim, out_dim, w_t, col_l1, offset32 }
+    }
+}
+
+/// A vector of the server's (LayerNorm γ at scale s), with its id in the
+/// model as for [`PublicMatrix::id`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightVector {
+    pub id: u32,
+    pub values: Vec<u64>,
+}
+
+impl WeightVector {
+    pub fn new(values: Vec<u64>) -> Self {
+        WeightVector { id: 0, values }
     }
 }
 
@@ -122,11 +139,11 @@ pub trait Backend {
     /// Open a secret to both parties (interactive, counted as reveals).
     fn reveal(&mut self, x: &Self::Arith) -> Vec<u64>;
     /// Analysis only: the value of a secret, for reports (scores, kept
-    /// positions). Not a protocol step; never counted. A deployed protocol
-    /// would not call it.
-    fn peek(&mut self, x: &Self::Arith) -> Vec<u64>;
+    /// positions). Not a protocol step; never counted. `None` where the
+    /// backend cannot see it (a deployed protocol).
+    fn peek(&mut self, x: &Self::Arith) -> Option<Vec<u64>>;
     /// Analysis only, as [`Backend::peek`].
-    fn peek_bits(&mut self, b: &Self::Bits) -> Vec<bool>;
+    fn peek_bits(&mut self, b: &Self::Bits) -> Option<Vec<bool>>;
 
     // ---- local ------------------------------------------------------------
 
@@ -137,6 +154,12 @@ pub trait Backend {
     fn add_public(&mut self, a: &Self::Arith, c: &[u64]) -> Self::Arith;
     /// `a · c`, c public (cyclic); not truncated.
     fn mul_public(&mut self, a: &Self::Arith, c: &[u64]) -> Self::Arith;
+    /// `a · w`, w a vector of the server's weights (cyclic); not truncated.
+    /// Local where weights are public to the computation (the plain
+    /// engine); one message in a two-party protocol.
+    fn mul_weights(&mut self, a: &Self::Arith, w: &WeightVector) -> Self::Arith {
+        self.mul_public(a, &w.values)
+    }
     /// `x · W` for x of `rows × w.in_dim`; not truncated. Counted as
     /// secret × public MACs (an HE or local protocol, cheap next to the
     /// non-linear layers).

@@ -20,7 +20,7 @@
 //!
 //! After the last layer: row 0 → pooler dense → tanh → classifier → reveal.
 
-use super::backend::{Backend, PublicLinear, PublicMatrix};
+use super::backend::{Backend, PublicLinear, PublicMatrix, WeightVector};
 use super::plain::PlainBackend;
 use super::report::{CostTally, OpClass, OverflowCount, OverflowTally, Scope};
 use super::weights::{BertWeights, Dense, LayerNormWeights};
@@ -43,7 +43,7 @@ pub struct EngineConfig {
 /// A LayerNorm's γ at scale s and β at scale 2s.
 #[derive(Clone, Debug)]
 struct EncodedLayerNorm {
-    gamma: Vec<u64>,
+    gamma: WeightVector,
     beta2: Vec<u64>,
 }
 
@@ -78,6 +78,8 @@ struct Encoder<'a> {
     ring: Ring,
     overflow: &'a mut OverflowTally,
     scope: Scope,
+    /// Ids given so far (each weight matrix and γ gets the next one).
+    next_id: u32,
 }
 
 impl Encoder<'_> {
@@ -96,13 +98,21 @@ impl Encoder<'_> {
         let r = self.ring;
         let w_t = w.weight.iter().map(|&v| r.to_signed(self.value(v as f64 * factor, s))).collect();
         let bias2 = w.bias.iter().map(|&v| self.value(v as f64 * factor, 2 * s)).collect();
-        PublicLinear { matrix: PublicMatrix::from_out_in(w_t, w.in_dim, w.out_dim), bias2 }
+        let mut matrix = PublicMatrix::from_out_in(w_t, w.in_dim, w.out_dim);
+        matrix.id = self.id();
+        PublicLinear { matrix, bias2 }
+    }
+
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
     }
 
     fn ln(&mut self, ln: &LayerNormWeights) -> EncodedLayerNorm {
         let s = self.ring.frac();
+        let values = ln.gamma.iter().map(|&v| self.value(v as f64, s)).collect();
         EncodedLayerNorm {
-            gamma: ln.gamma.iter().map(|&v| self.value(v as f64, s)).collect(),
+            gamma: WeightVector { id: self.id(), values },
             beta2: ln.beta.iter().map(|&v| self.value(v as f64, 2 * s)).collect(),
         }
     }
@@ -127,6 +137,7 @@ impl EngineModel {
             ring: *ring,
             overflow: &mut overflow,
             scope: Scope { class: OpClass::Linear, layer: None },
+            next_id: 0,
         };
         let q_scale = 1.0 / (c.head_dim() as f64).sqrt();
         let layers = w
@@ -172,6 +183,65 @@ impl EngineModel {
 
     pub fn hidden(&self) -> usize {
         self.hidden
+    }
+
+    /// The weight matrix with this id (see [`PublicMatrix::id`]).
+    pub fn matrix_by_id(&self, id: u32) -> Option<&PublicMatrix> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attn_out, &l.ffn_in, &l.ffn_out])
+            .chain([&self.pooler, &self.classifier])
+            .map(|d| &d.matrix)
+            .find(|m| m.id == id)
+    }
+
+    /// The γ vector with this id.
+    pub fn vector_by_id(&self, id: u32) -> Option<&[u64]> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.attn_ln.gamma, &l.ffn_ln.gamma])
+            .find(|g| g.id == id)
+            .map(|g| g.values.as_slice())
+    }
+
+    /// The same architecture with every weight zeroed: what the client of
+    /// a two-party run holds (shapes and ids, no values).
+    pub fn public_shape(&self) -> EngineModel {
+        fn zero_dense(d: &PublicLinear) -> PublicLinear {
+            let m = &d.matrix;
+            let mut matrix = PublicMatrix::from_out_in(vec![0; m.w_t.len()], m.in_dim, m.out_dim);
+            matrix.id = m.id;
+            PublicLinear { matrix, bias2: vec![0; d.bias2.len()] }
+        }
+        fn zero_ln(n: &EncodedLayerNorm) -> EncodedLayerNorm {
+            EncodedLayerNorm {
+                gamma: WeightVector { id: n.gamma.id, values: vec![0; n.gamma.values.len()] },
+                beta2: vec![0; n.beta2.len()],
+            }
+        }
+        EngineModel {
+            ring: self.ring,
+            hidden: self.hidden,
+            heads: self.heads,
+            ffn: self.ffn,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| EncodedLayer {
+                    query: zero_dense(&l.query),
+                    key: zero_dense(&l.key),
+                    value: zero_dense(&l.value),
+                    attn_out: zero_dense(&l.attn_out),
+                    attn_ln: zero_ln(&l.attn_ln),
+                    ffn_in: zero_dense(&l.ffn_in),
+                    ffn_out: zero_dense(&l.ffn_out),
+                    ffn_ln: zero_ln(&l.ffn_ln),
+                })
+                .collect(),
+            pooler: zero_dense(&self.pooler),
+            classifier: zero_dense(&self.classifier),
+            encode_overflow: OverflowTally::default(),
+        }
     }
 
     /// Overflows of the weight encoding alone.
@@ -298,7 +368,7 @@ pub fn forward_on<B: Backend>(
         let by_key: Vec<usize> = (0..n * n * h).map(|i| (i % (n * h)) * n + i / (n * h)).collect();
         let cols = b.gather(&probs, &by_key);
         let score = b.sum_chunks(&cols, n * h);
-        let peeked = b.peek(&score);
+        let peeked = b.peek(&score).unwrap_or_default();
         trace.scores_ring.push(peeked.iter().map(|&v| r.to_signed(v)).collect());
 
         b.set_scope(OpClass::AttentionMatmul, at);
@@ -338,9 +408,12 @@ pub fn forward_on<B: Backend>(
                     (0..n * (d + 1)).map(|i| if i % (d + 1) < d { rc(i / (d + 1), i % (d + 1), d) } else { n * d + i / (d + 1) }).collect();
                 let payload = b.gather(&both, &rows);
                 let packed = b.compact_rows(&payload, d + 1, &keep);
-                let bits = b.peek_bits(&keep);
-                positions = positions.iter().zip(&bits).filter(|(_, &k)| k).map(|(&p, _)| p).collect();
-                n = positions.len();
+                n = b.len(&packed) / (d + 1);
+                // Which positions were kept is known only to an analysing backend.
+                positions = match b.peek_bits(&keep) {
+                    Some(bits) => positions.iter().zip(&bits).filter(|(_, &k)| k).map(|(&p, _)| p).collect(),
+                    None => (0..n).collect(),
+                };
                 let zi: Vec<usize> = (0..n * d).map(|i| (i / d) * (d + 1) + i % d).collect();
                 let si: Vec<usize> = (0..n).map(|i| i * (d + 1) + d).collect();
                 (b.gather(&packed, &zi), b.gather(&packed, &si))
@@ -355,7 +428,7 @@ pub fn forward_on<B: Backend>(
             let t = r.from_i128(beta as i128 * (h * n_scored) as i128);
             let below = b.sub_public(&score, &[t]);
             let low = b.msb(&below);
-            let bits = b.peek_bits(&low);
+            let bits = b.peek_bits(&low).unwrap_or_default();
             trace.reduced_per_layer.push(positions.iter().zip(&bits).filter(|(_, &lo)| lo).map(|(&p, _)| p).collect());
             b.partition(&low, d)
         });
@@ -403,6 +476,23 @@ pub fn forward_on<B: Backend>(
     trace
 }
 
+/// The client's embeddings encoded at scale s, and how many did not fit.
+pub fn encode_input(r: Ring, embeddings_f32: &[f32]) -> (Vec<u64>, OverflowCount) {
+    let mut bad = OverflowCount::default();
+    let enc = embeddings_f32
+        .iter()
+        .map(|&v| {
+            let (e, fits) = r.encode_at(v as f64, r.frac());
+            if !fits {
+                bad.count += 1;
+                bad.max_bits = bad.max_bits.max(super::report::signed_bits(Ring::round_scaled(v as f64, r.frac())));
+            }
+            e
+        })
+        .collect();
+    (enc, bad)
+}
+
 /// One example's result on the plain engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForwardResult {
@@ -446,18 +536,7 @@ pub fn forward(
     let thresholds = LayerThresholds::from_config(cfg, model.layers.len());
     let mut b = PlainBackend::new(r, cfg.truncation, example_index);
     b.set_scope(OpClass::Input, None);
-    let mut bad = OverflowCount::default();
-    let enc: Vec<u64> = embeddings_f32
-        .iter()
-        .map(|&v| {
-            let (e, fits) = r.encode_at(v as f64, r.frac());
-            if !fits {
-                bad.count += 1;
-                bad.max_bits = bad.max_bits.max(super::report::signed_bits(Ring::round_scaled(v as f64, r.frac())));
-            }
-            e
-        })
-        .collect();
+    let (enc, bad) = encode_input(r, embeddings_f32);
     b.meter().overflow(bad.count, bad.max_bits);
     let x = b.input(&enc);
     let trace = forward_on(&mut b, model, &thresholds, x, n_tokens);

@@ -253,12 +253,12 @@ impl Backend for PlainBackend {
         x.clone()
     }
 
-    fn peek(&mut self, x: &Vec<u64>) -> Vec<u64> {
-        x.clone()
+    fn peek(&mut self, x: &Vec<u64>) -> Option<Vec<u64>> {
+        Some(x.clone())
     }
 
-    fn peek_bits(&mut self, b: &Vec<bool>) -> Vec<bool> {
-        b.clone()
+    fn peek_bits(&mut self, b: &Vec<bool>) -> Option<Vec<bool>> {
+        Some(b.clone())
     }
 
     fn add(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {

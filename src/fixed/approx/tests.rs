@@ -189,7 +189,7 @@ fn layer_norm_fixed_vs_twin() {
         let mut exact_err: f64 = 0.0;
         for scale in [0.5, 1.0, 5.0, 20.0, 100.0] {
             let xs: Vec<f64> = (0..8 * d).map(|_| rng.gen_range(-scale..scale) + 0.3).collect();
-            let (out, seen, _) = run(r, &xs, |b, x| layer_norm(b, x, d, &g, &bt));
+            let (out, seen, _) = run(r, &xs, |b, x| layer_norm(b, x, d, &crate::secure::backend::WeightVector::new(g.clone()), &bt));
             let gq: Vec<f64> = g.iter().map(|&v| r.decode(v)).collect();
             let bq = beta.clone();
             for (o, s) in out.chunks(d).zip(seen.chunks(d)) {
@@ -274,7 +274,7 @@ fn primitive_counts_per_element() {
     let g = vec![r.one(); d];
     let bt = vec![0; d];
     let xs: Vec<f64> = (0..d).map(|i| i as f64 / 4.0).collect();
-    let ln = run(r, &xs, |b, x| layer_norm(b, x, d, &g, &bt)).2;
+    let ln = run(r, &xs, |b, x| layer_norm(b, x, d, &crate::secure::backend::WeightVector::new(g.clone()), &bt)).2;
     let octaves = (RSQRT_MAX_LOG2 - RSQRT_MIN_LOG2) as u64;
     assert_eq!(ln.ss_mults, 2 * d as u64 + 3 * RSQRT_NEWTON as u64);
     assert_eq!(ln.comparisons, octaves);

@@ -1,0 +1,128 @@
+//! One two-party run of the forward: the server, the client and the dealer
+//! as three threads joined by in-process channels ([`run_in_process`]), or
+//! one party over a real connection ([`run_party`], used by `serve` and
+//! `client`).
+
+use super::channel::{mem_pair, ChannelError, Transport};
+use super::cost::CommTally;
+use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
+use super::shares::{Abort, SharesBackend, SharesOptions};
+use crate::secure::backend::Backend;
+use crate::secure::bert::{forward_on, EngineModel, LayerThresholds, Trace};
+use crate::secure::report::{Meter, OpClass};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// What one party saw and spent.
+#[derive(Clone, Debug)]
+pub struct PartyOutcome {
+    pub trace: Trace,
+    /// Primitive counts (the same model as the plain engine's).
+    pub meter: Meter,
+    /// Bytes, rounds and time per (operator class, layer).
+    pub comm: CommTally,
+}
+
+/// The client's view of the thresholds: whether each layer prunes or
+/// reduces is public (the counts are revealed), the values are the server's.
+pub fn client_thresholds(server: &[LayerThresholds]) -> Vec<LayerThresholds> {
+    server
+        .iter()
+        .map(|t| LayerThresholds { theta: t.theta.map(|_| 0), beta: t.beta.map(|_| 0) })
+        .collect()
+}
+
+/// Run one party's side of the forward over `backend`. `input` is the
+/// client's encoded n × d embeddings; the server passes zeros of that length.
+///
+/// # Errors
+/// The first protocol error: the peer hung up, stalled or sent garbage.
+pub fn run_party(
+    mut backend: SharesBackend,
+    model: &EngineModel,
+    thresholds: &[LayerThresholds],
+    input: &[u64],
+    n: usize,
+) -> Result<PartyOutcome, ChannelError> {
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        backend.set_scope(OpClass::Input, None);
+        let x = backend.input(input);
+        forward_on(&mut backend, model, thresholds, x, n)
+    }));
+    match res {
+        Ok(trace) => {
+            let (meter, comm, mut corr) = backend.finish();
+            corr.finish()?;
+            Ok(PartyOutcome { trace, meter, comm })
+        }
+        Err(p) => match p.downcast::<Abort>() {
+            Ok(a) => Err(a.0),
+            Err(p) => resume_unwind(p),
+        },
+    }
+}
+
+/// Both parties of one in-process run.
+#[derive(Clone, Debug)]
+pub struct InProcessRun {
+    /// The revealed logits (ring elements), as both parties received them.
+    pub logits_ring: Vec<u64>,
+    pub server: PartyOutcome,
+    pub client: PartyOutcome,
+    pub wall: Duration,
+}
+
+/// Run one example as a two-party computation in three threads. `model` is
+/// the server's; the client gets only its shape. `seed` fixes the dealer's
+/// seeds and the client's input masks.
+///
+/// # Errors
+/// A protocol error from any party (the client's first, as it is the one
+/// the others react to).
+pub fn run_in_process(
+    model: &EngineModel,
+    client_model: &EngineModel,
+    thresholds: &[LayerThresholds],
+    opts: SharesOptions,
+    input: &[u64],
+    n: usize,
+    seed: u64,
+) -> Result<InProcessRun, ChannelError> {
+    let ring = model.ring();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let seeds = session_seeds(&mut rng);
+    let input_seed = rng.next_u64();
+    let timeout = Duration::from_secs(600);
+    let (to_client, to_server) = mem_pair(timeout);
+    let (dealer_end, client_dealer) = mem_pair(timeout);
+    let client_thr = client_thresholds(thresholds);
+    let zeros = vec![0u64; input.len()];
+    let start = Instant::now();
+    let (server, client, dealer) = std::thread::scope(|s| {
+        let dealer = s.spawn(move || {
+            let mut t = dealer_end;
+            serve_dealer(ring, model, seeds, &mut t)
+        });
+        let zeros = &zeros;
+        let server = s.spawn(move || {
+            let b = SharesBackend::new(Party::Server, ring, opts, Box::new(to_client), Correlations::server(ring, seeds.0), 0);
+            run_party(b, model, thresholds, zeros, n)
+        });
+        let corr = Correlations::client(ring, seeds.1, Box::new(client_dealer) as Box<dyn Transport>);
+        let b = SharesBackend::new(Party::Client, ring, opts, Box::new(to_server), corr, input_seed);
+        let client = run_party(b, client_model, &client_thr, input, n);
+        let server = server.join().unwrap_or_else(|p| resume_unwind(p));
+        let dealer = dealer.join().unwrap_or_else(|p| resume_unwind(p));
+        (server, client, dealer)
+    });
+    let wall = start.elapsed();
+    let client = client?;
+    let server = server?;
+    dealer?;
+    if server.trace.logits_ring != client.trace.logits_ring {
+        return Err(ChannelError::Garbage { at: String::new(), msg: "the parties opened different logits".into() });
+    }
+    Ok(InProcessRun { logits_ring: client.trace.logits_ring.clone(), server, client, wall })
+}

@@ -1,0 +1,639 @@
+//! The secret-shared backend: each party holds additive shares over
+//! Z_{2^ℓ} (and XOR shares of bits) and runs [`Backend`]'s primitives as
+//! two-party protocols with the dealer's correlations ([`super::dealer`]).
+//!
+//! | primitive | protocol | rounds |
+//! |---|---|---|
+//! | linear layer `x·W` | client sends x₁ − R; server computes (x₀ + x₁ − R)·W + V; client keeps U (U + V = R·W) | 1 |
+//! | secret × secret | Beaver triple (element-wise or matrix) | 1 |
+//! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, bits to ring | 2 + ⌈log₂⌉ depth |
+//! | MSB / comparison | open x + r, ℓ−1-bit comparison circuit on r's bit shares | 1 + ⌈log₂(ℓ−1)⌉ |
+//! | MUX | open b ⊕ t and (x₁ − x₀) − v together | 1 |
+//! | bit → ring | open b ⊕ t | 1 |
+//! | compaction, partition | [`super::sort`] | see there |
+//!
+//! A protocol error (the peer hung up, stalled or sent garbage) aborts the
+//! forward by unwinding with [`Abort`]; [`super::session`] turns it back into
+//! an error, so the user sees one clear message.
+
+use super::arith;
+use super::bits::BitVec;
+use super::channel::{ChannelError, MsgReader, MsgWriter, Transport};
+use super::cost::{CommCounts, CommTally};
+use super::dealer::{Correlations, Party};
+use super::sort::{Compaction, Schedule};
+use crate::fixed::cost::{swap_compaction, PrimitiveCounts};
+use crate::fixed::{Ring, Truncation};
+use crate::secure::backend::{Backend, PublicMatrix, WeightVector};
+use crate::secure::report::{Meter, OpClass, Scope};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::time::Instant;
+
+/// The payload a failed protocol step unwinds with.
+#[derive(Debug)]
+pub struct Abort(pub ChannelError);
+
+/// Options both parties must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharesOptions {
+    pub truncation: Truncation,
+    pub compaction: Compaction,
+    /// Let [`Backend::peek`] open values (uncounted) for the report's
+    /// trace. Only for in-process evaluation: a deployment never peeks.
+    pub analysis: bool,
+}
+
+/// One party's backend. See the module docs.
+pub struct SharesBackend {
+    pub(super) party: Party,
+    pub(super) ring: Ring,
+    pub(super) opts: SharesOptions,
+    peer: Box<dyn Transport>,
+    pub(super) corr: Correlations,
+    meter: Meter,
+    pub(super) comm: CommTally,
+    /// The client's own randomness for sharing its input (not the dealer's).
+    input_rng: ChaCha20Rng,
+    scope_since: Instant,
+}
+
+impl SharesBackend {
+    pub fn new(
+        party: Party,
+        ring: Ring,
+        opts: SharesOptions,
+        peer: Box<dyn Transport>,
+        corr: Correlations,
+        input_seed: u64,
+    ) -> Self {
+        assert_eq!(party, corr.party(), "correlations of the other party");
+        SharesBackend {
+            party,
+            ring,
+            opts,
+            peer,
+            corr,
+            meter: Meter::default(),
+            comm: CommTally::default(),
+            input_rng: ChaCha20Rng::seed_from_u64(input_seed),
+            scope_since: Instant::now(),
+        }
+    }
+
+    /// Close the books: the primitive counts, the communication and the
+    /// correlations (to tell the dealer the session is over).
+    pub fn finish(mut self) -> (Meter, CommTally, Correlations) {
+        let scope = self.meter.scope();
+        self.charge_time(scope);
+        (self.meter, self.comm, self.corr)
+    }
+
+    pub(super) fn is_server(&self) -> bool {
+        self.party == Party::Server
+    }
+
+    fn charge_time(&mut self, scope: Scope) {
+        let now = Instant::now();
+        let ns = now.duration_since(self.scope_since).as_nanos() as u64;
+        self.scope_since = now;
+        self.comm.add(scope, CommCounts { time_ns: ns, ..Default::default() });
+    }
+
+    /// Unwrap a protocol result or abort the forward.
+    pub(super) fn ok<T>(&mut self, r: Result<T, ChannelError>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                let s = self.meter.scope();
+                let at = match s.layer {
+                    Some(l) => format!("{} in layer {l}", s.class.name()),
+                    None => s.class.name().to_string(),
+                };
+                std::panic::resume_unwind(Box::new(Abort(e.at(&at))))
+            }
+        }
+    }
+
+    fn note_comm(&mut self, c: CommCounts) {
+        let (d, w) = self.corr.drain();
+        let scope = self.meter.scope();
+        self.comm.add(scope, CommCounts { dealer_bytes: d, weight_preprocessing_bytes: w, ..c });
+    }
+
+    /// Send our message and receive the peer's (one round).
+    pub(super) fn exchange(&mut self, msg: Vec<u8>) -> Vec<u8> {
+        let sent = msg.len() as u64 + 4;
+        let r = self.peer.send(msg);
+        self.ok(r);
+        let r = self.peer.recv();
+        let got = self.ok(r);
+        self.note_comm(CommCounts { bytes_sent: sent, bytes_received: got.len() as u64 + 4, rounds: 1, ..Default::default() });
+        got
+    }
+
+    /// A one-way message to the peer (one round for both).
+    pub(super) fn send_only(&mut self, msg: Vec<u8>) {
+        let sent = msg.len() as u64 + 4;
+        let r = self.peer.send(msg);
+        self.ok(r);
+        self.note_comm(CommCounts { bytes_sent: sent, rounds: 1, ..Default::default() });
+    }
+
+    pub(super) fn recv_only(&mut self) -> Vec<u8> {
+        let r = self.peer.recv();
+        let got = self.ok(r);
+        self.note_comm(CommCounts { bytes_received: got.len() as u64 + 4, rounds: 1, ..Default::default() });
+        got
+    }
+
+    /// Parse a message with `read`, aborting on garbage.
+    pub(super) fn parse<T>(&mut self, msg: &[u8], read: impl FnOnce(&mut MsgReader) -> Result<T, ChannelError>) -> T {
+        let mut rd = MsgReader::new(self.ring, msg);
+        let r = read(&mut rd).and_then(|v| rd.done().map(|_| v));
+        self.ok(r)
+    }
+
+    /// Open ring shares to both parties.
+    pub(super) fn open(&mut self, x: &[u64]) -> Vec<u64> {
+        let got = self.exchange(MsgWriter::new(self.ring).ring(x).finish());
+        let peer = self.parse(&got, |rd| rd.ring(x.len()));
+        arith::add(self.ring, x, &peer)
+    }
+
+    pub(super) fn open_bits(&mut self, b: &BitVec) -> BitVec {
+        let got = self.exchange(MsgWriter::new(self.ring).bits(b).finish());
+        let peer = self.parse(&got, |rd| rd.bits(b.len()));
+        b.xor(&peer)
+    }
+
+    /// Receive `n` ring elements in a one-way message.
+    pub(super) fn recv_ring(&mut self, n: usize) -> Vec<u64> {
+        let got = self.recv_only();
+        self.parse(&got, |rd| rd.ring(n))
+    }
+
+    /// Public `c` added by the server only (so that shares sum to x + c).
+    pub(super) fn plus_public(&self, x: &[u64], c: &[u64]) -> Vec<u64> {
+        if self.is_server() {
+            arith::add_cyclic(self.ring, x, c)
+        } else {
+            x.to_vec()
+        }
+    }
+
+    /// Public bits XORed in by the server only.
+    pub(super) fn xor_public(&self, b: &BitVec, c: &BitVec) -> BitVec {
+        if self.is_server() {
+            b.xor(c)
+        } else {
+            b.clone()
+        }
+    }
+
+    fn counts(&mut self, c: PrimitiveCounts) {
+        self.meter.count(c);
+    }
+
+    /// x ∧ y on shared bits: one AND triple, one round.
+    pub(super) fn and_bits(&mut self, x: &BitVec, y: &BitVec) -> BitVec {
+        let n = x.len();
+        assert_eq!(n, y.len(), "and: lengths differ");
+        if n == 0 {
+            return BitVec::zeros(0);
+        }
+        let t = self.corr.bit_triple(n);
+        let t = self.ok(t);
+        let d = x.xor(&t.a);
+        let e = y.xor(&t.b);
+        let got = self.exchange(MsgWriter::new(self.ring).bits(&d).bits(&e).finish());
+        let (pd, pe) = self.parse(&got, |rd| Ok((rd.bits(n)?, rd.bits(n)?)));
+        let (d, e) = (d.xor(&pd), e.xor(&pe));
+        let z = t.c.xor(&d.and(&t.b)).xor(&e.and(&t.a));
+        self.xor_public(&z, &d.and(&e))
+    }
+
+    /// Shared bits as shared ring 0/1: open b ⊕ t, then b = e + t − 2et.
+    pub(super) fn bits_to_ring(&mut self, b: &BitVec) -> Vec<u64> {
+        let n = b.len();
+        let p = self.corr.b2a(n);
+        let p = self.ok(p);
+        let e = self.open_bits(&b.xor(&p.t));
+        let r = self.ring;
+        let server = self.is_server();
+        (0..n)
+            .map(|i| {
+                if e.get(i) {
+                    r.sub(server as u64, p.t_arith[i])
+                } else {
+                    p.t_arith[i]
+                }
+            })
+            .collect()
+    }
+
+    /// Reduce comparison segments to one (G, E) each, G = [r > c] and
+    /// E = [r = c] over the segment's bits, least significant first. All
+    /// segments advance together, so the rounds are those of the longest.
+    pub(super) fn compare_tree(&mut self, mut segs: Vec<Vec<(BitVec, BitVec)>>) -> Vec<(BitVec, BitVec)> {
+        while segs.iter().any(|s| s.len() > 1) {
+            let mut left = Vec::new();
+            let mut right = Vec::new();
+            for s in &segs {
+                for pair in s.chunks(2).filter(|p| p.len() == 2) {
+                    let (lo, hi) = (&pair[0], &pair[1]);
+                    left.push(hi.1.clone());
+                    right.push(lo.0.clone());
+                    left.push(hi.1.clone());
+                    right.push(lo.1.clone());
+                }
+            }
+            let l = BitVec::concat(&left.iter().collect::<Vec<_>>());
+            let r = BitVec::concat(&right.iter().collect::<Vec<_>>());
+            let prod = self.and_bits(&l, &r);
+            let mut at = 0;
+            for s in segs.iter_mut() {
+                let mut next = Vec::with_capacity(s.len().div_ceil(2));
+                for pair in s.chunks(2) {
+                    if pair.len() == 1 {
+                        next.push(pair[0].clone());
+                        continue;
+                    }
+                    let n = pair[0].0.len();
+                    let eg = prod.slice(at, n);
+                    let ee = prod.slice(at + n, n);
+                    at += 2 * n;
+                    next.push((pair[1].0.xor(&eg), ee));
+                }
+                *s = next;
+            }
+        }
+        segs.into_iter().map(|mut s| s.pop().expect("non-empty segment")).collect()
+    }
+
+    /// (G, E) leaves of a comparison of public c with shared r on bits `range`.
+    pub(super) fn leaves(&self, c: &[u64], planes: &[BitVec], range: std::ops::Range<u32>) -> Vec<(BitVec, BitVec)> {
+        range
+            .map(|i| {
+                let cp = BitVec::plane(c, i);
+                let r = &planes[i as usize];
+                let g = r.and(&cp.not());
+                let e = self.xor_public(r, &cp.not());
+                (g, e)
+            })
+            .collect()
+    }
+
+    fn msb_protocol(&mut self, x: &[u64]) -> BitVec {
+        let n = x.len();
+        let l = self.ring.bits();
+        let mb = self.corr.masked_bits(n, None);
+        let mb = self.ok(mb);
+        let c = self.open(&arith::add(self.ring, x, &mb.r));
+        let leaves = self.leaves(&c, &mb.planes, 0..l - 1);
+        let (g, _) = self.compare_tree(vec![leaves]).pop().expect("one segment");
+        let top = BitVec::plane(&c, l - 1);
+        self.xor_public(&g.xor(&mb.planes[(l - 1) as usize]), &top)
+    }
+
+    /// ⌊x / 2^k⌋ of the signed value, exactly (see the module docs).
+    fn truncate_exact(&mut self, x: &[u64], k: u32) -> Vec<u64> {
+        let r = self.ring;
+        let l = r.bits();
+        assert!(k < l, "truncation by {k} bits in a {l}-bit ring");
+        let n = x.len();
+        let half = 1u64 << (l - 1);
+        let y = self.plus_public(x, &[half]);
+        let mb = self.corr.masked_bits(n, Some(k));
+        let mb = self.ok(mb);
+        let c = self.open(&arith::add(r, &y, &mb.r));
+        let low = self.leaves(&c, &mb.planes, 0..k);
+        let high = self.leaves(&c, &mb.planes, k..l);
+        let mut res = self.compare_tree(vec![low, high]);
+        let (g_hi, e_hi) = res.pop().expect("high");
+        let (g_lo, _) = res.pop().expect("low");
+        let carry = self.and_bits(&e_hi, &g_lo);
+        let wrap = g_hi.xor(&carry);
+        let both = self.bits_to_ring(&BitVec::concat(&[&g_lo, &wrap]));
+        let (borrow, wrap) = both.split_at(n);
+        let server = self.is_server();
+        let shift_back = half >> k;
+        (0..n)
+            .map(|i| {
+                let mut v = r.sub(r.mul(wrap[i], 1u64 << (l - k)), r.add(mb.high[i], borrow[i]));
+                if server {
+                    v = r.add(v, r.sub(c[i] >> k, shift_back));
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// SecureML's local truncation: no communication, ±1 ulp, and a wrong
+    /// result with probability about |x| / 2^(ℓ−1).
+    fn truncate_local(&self, x: &[u64], k: u32) -> Vec<u64> {
+        let r = self.ring;
+        x.iter()
+            .map(|&v| if self.is_server() { v >> k } else { r.neg(r.neg(v) >> k) })
+            .collect()
+    }
+
+    /// `b ? x1 : x0` in one round.
+    fn mux_protocol(&mut self, b: &BitVec, x1: &[u64], x0: &[u64]) -> Vec<u64> {
+        let n = b.len();
+        let r = self.ring;
+        let m = self.corr.mux(n);
+        let m = self.ok(m);
+        let z = arith::sub(r, x1, x0);
+        let e = b.xor(&m.t);
+        let f = arith::sub(r, &z, &m.v);
+        let got = self.exchange(MsgWriter::new(r).bits(&e).ring(&f).finish());
+        let (pe, pf) = self.parse(&got, |rd| Ok((rd.bits(n)?, rd.ring(n)?)));
+        let e = e.xor(&pe);
+        let f = arith::add(r, &f, &pf);
+        (0..n)
+            .map(|i| {
+                let tz = r.add(r.mul(f[i], m.t_arith[i]), m.w[i]);
+                let v = if e.get(i) { r.sub(z[i], tz) } else { tz };
+                r.add(x0[i], v)
+            })
+            .collect()
+    }
+
+    /// `x · W` (rows × in) with the server's W: one message client → server.
+    fn weight_product(&mut self, x: &[u64], rows: usize, w: &PublicMatrix) -> Vec<u64> {
+        let c = self.corr.weight(w.id, rows, w.in_dim, w.out_dim);
+        let (mask, share) = self.ok(c);
+        let r = self.ring;
+        if self.is_server() {
+            let d = self.recv_ring(rows * w.in_dim);
+            let y = arith::matmul_weights(r, &arith::add(r, x, &d), rows, w);
+            arith::add(r, &y, &share)
+        } else {
+            self.send_only(MsgWriter::new(r).ring(&arith::sub(r, x, &mask)).finish());
+            share
+        }
+    }
+}
+
+impl Backend for SharesBackend {
+    type Arith = Vec<u64>;
+    type Bits = BitVec;
+    type Partition = Schedule;
+
+    fn ring(&self) -> Ring {
+        self.ring
+    }
+
+    fn meter(&mut self) -> &mut Meter {
+        &mut self.meter
+    }
+
+    fn set_scope(&mut self, class: OpClass, layer: Option<usize>) {
+        let before = self.meter.scope();
+        self.charge_time(before);
+        self.meter.set_scope(class, layer);
+    }
+
+    fn len(&self, x: &Vec<u64>) -> usize {
+        x.len()
+    }
+
+    fn bits_len(&self, b: &BitVec) -> usize {
+        b.len()
+    }
+
+    /// The client splits its input with its own randomness and sends the
+    /// server's share; the server's `values` only give the length.
+    fn input(&mut self, values: &[u64]) -> Vec<u64> {
+        let r = self.ring;
+        if self.is_server() {
+            self.recv_ring(values.len())
+        } else {
+            let mask = arith::random_vec(r, values.len(), &mut self.input_rng);
+            let mine = arith::sub(r, &values.iter().map(|&v| r.reduce(v)).collect::<Vec<_>>(), &mask);
+            self.send_only(MsgWriter::new(r).ring(&mask).finish());
+            mine
+        }
+    }
+
+    fn constant(&mut self, values: &[u64]) -> Vec<u64> {
+        let r = self.ring;
+        if self.is_server() {
+            values.iter().map(|&v| r.reduce(v)).collect()
+        } else {
+            vec![0; values.len()]
+        }
+    }
+
+    fn reveal(&mut self, x: &Vec<u64>) -> Vec<u64> {
+        self.counts(PrimitiveCounts { reveals: x.len() as u64, ..Default::default() });
+        self.open(x)
+    }
+
+    fn peek(&mut self, x: &Vec<u64>) -> Option<Vec<u64>> {
+        if !self.opts.analysis {
+            return None;
+        }
+        let r = self.peer.send(MsgWriter::new(self.ring).ring(x).finish()).and_then(|_| self.peer.recv());
+        let got = self.ok(r);
+        let peer = self.parse(&got, |rd| rd.ring(x.len()));
+        self.corr.drain();
+        Some(arith::add(self.ring, x, &peer))
+    }
+
+    fn peek_bits(&mut self, b: &BitVec) -> Option<Vec<bool>> {
+        if !self.opts.analysis {
+            return None;
+        }
+        let r = self.peer.send(MsgWriter::new(self.ring).bits(b).finish()).and_then(|_| self.peer.recv());
+        let got = self.ok(r);
+        let peer = self.parse(&got, |rd| rd.bits(b.len()));
+        Some(b.xor(&peer).to_bools())
+    }
+
+    fn add(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
+        arith::add(self.ring, a, b)
+    }
+
+    fn sub(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
+        arith::sub(self.ring, a, b)
+    }
+
+    fn neg(&mut self, a: &Vec<u64>) -> Vec<u64> {
+        let r = self.ring;
+        a.iter().map(|&v| r.neg(v)).collect()
+    }
+
+    fn add_public(&mut self, a: &Vec<u64>, c: &[u64]) -> Vec<u64> {
+        self.plus_public(a, c)
+    }
+
+    fn mul_public(&mut self, a: &Vec<u64>, c: &[u64]) -> Vec<u64> {
+        arith::mul_cyclic(self.ring, a, c)
+    }
+
+    fn mul_weights(&mut self, a: &Vec<u64>, w: &WeightVector) -> Vec<u64> {
+        let n = a.len();
+        let c = self.corr.weight_vec(w.id, n);
+        let (mask, share) = self.ok(c);
+        let r = self.ring;
+        if self.is_server() {
+            let d = self.recv_ring(n);
+            let y = arith::mul_cyclic(r, &arith::add(r, a, &d), &w.values);
+            arith::add(r, &y, &share)
+        } else {
+            self.send_only(MsgWriter::new(r).ring(&arith::sub(r, a, &mask)).finish());
+            share
+        }
+    }
+
+    fn matmul_public(&mut self, x: &Vec<u64>, rows: usize, w: &PublicMatrix) -> Vec<u64> {
+        self.counts(PrimitiveCounts { pub_macs: (rows * w.in_dim * w.out_dim) as u64, ..Default::default() });
+        self.weight_product(x, rows, w)
+    }
+
+    fn gather(&mut self, x: &Vec<u64>, idx: &[usize]) -> Vec<u64> {
+        idx.iter().map(|&i| x[i]).collect()
+    }
+
+    fn concat(&mut self, parts: &[&Vec<u64>]) -> Vec<u64> {
+        parts.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    fn sum_chunks(&mut self, x: &Vec<u64>, chunk: usize) -> Vec<u64> {
+        assert!(chunk > 0 && x.len().is_multiple_of(chunk), "sum_chunks: {chunk} does not divide {}", x.len());
+        let r = self.ring;
+        x.chunks(chunk).map(|c| r.reduce(c.iter().fold(0u64, |s, &v| s.wrapping_add(v)))).collect()
+    }
+
+    fn not(&mut self, b: &BitVec) -> BitVec {
+        if self.is_server() {
+            b.not()
+        } else {
+            b.clone()
+        }
+    }
+
+    fn bits_public(&mut self, v: &[bool]) -> BitVec {
+        if self.is_server() {
+            BitVec::from_bools(v)
+        } else {
+            BitVec::zeros(v.len())
+        }
+    }
+
+    fn bits_concat(&mut self, parts: &[&BitVec]) -> BitVec {
+        BitVec::concat(parts)
+    }
+
+    fn mul(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
+        assert_eq!(a.len(), b.len(), "mul: lengths differ");
+        let n = a.len();
+        self.counts(PrimitiveCounts { ss_mults: n as u64, ..Default::default() });
+        let r = self.ring;
+        let t = self.corr.triple(n);
+        let t = self.ok(t);
+        let d = arith::sub(r, a, &t.a);
+        let e = arith::sub(r, b, &t.b);
+        let got = self.exchange(MsgWriter::new(r).ring(&d).ring(&e).finish());
+        let (pd, pe) = self.parse(&got, |rd| Ok((rd.ring(n)?, rd.ring(n)?)));
+        let d = arith::add(r, &d, &pd);
+        let e = arith::add(r, &e, &pe);
+        let server = self.is_server();
+        (0..n)
+            .map(|i| {
+                let mut z = r.add(t.c[i], r.add(r.mul(d[i], t.b[i]), r.mul(e[i], t.a[i])));
+                if server {
+                    z = r.add(z, r.mul(d[i], e[i]));
+                }
+                z
+            })
+            .collect()
+    }
+
+    fn matmul(&mut self, a: &Vec<u64>, b: &Vec<u64>, m: usize, k: usize, n: usize) -> Vec<u64> {
+        self.counts(PrimitiveCounts { ss_macs: (m * k * n) as u64, ..Default::default() });
+        let r = self.ring;
+        let t = self.corr.mat_triple(m, k, n);
+        let t = self.ok(t);
+        let e = arith::sub(r, a, &t.a);
+        let f = arith::sub(r, b, &t.b);
+        let got = self.exchange(MsgWriter::new(r).ring(&e).ring(&f).finish());
+        let (pe, pf) = self.parse(&got, |rd| Ok((rd.ring(m * k)?, rd.ring(k * n)?)));
+        let e = arith::add(r, &e, &pe);
+        let f = arith::add(r, &f, &pf);
+        let mut z = arith::add(r, &t.c, &arith::matmul(r, &e, &t.b, m, k, n));
+        z = arith::add(r, &z, &arith::matmul(r, &t.a, &f, m, k, n));
+        if self.is_server() {
+            z = arith::add(r, &z, &arith::matmul(r, &e, &f, m, k, n));
+        }
+        z
+    }
+
+    fn truncate(&mut self, a: &Vec<u64>, k: u32) -> Vec<u64> {
+        self.counts(PrimitiveCounts { truncations: a.len() as u64, ..Default::default() });
+        if k == 0 || a.is_empty() {
+            return a.clone();
+        }
+        match self.opts.truncation {
+            Truncation::Exact => self.truncate_exact(a, k),
+            Truncation::Probabilistic { .. } => self.truncate_local(a, k),
+        }
+    }
+
+    fn msb(&mut self, a: &Vec<u64>) -> BitVec {
+        self.counts(PrimitiveCounts { comparisons: a.len() as u64, ..Default::default() });
+        if a.is_empty() {
+            return BitVec::zeros(0);
+        }
+        self.msb_protocol(a)
+    }
+
+    fn mux(&mut self, b: &BitVec, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
+        assert!(b.len() == if_one.len() && b.len() == if_zero.len(), "mux: lengths {} {} {}", b.len(), if_one.len(), if_zero.len());
+        self.counts(PrimitiveCounts { muxes: b.len() as u64, ..Default::default() });
+        if b.is_empty() {
+            return Vec::new();
+        }
+        self.mux_protocol(b, if_one, if_zero)
+    }
+
+    fn b2a(&mut self, b: &BitVec) -> Vec<u64> {
+        self.counts(PrimitiveCounts { b2a: b.len() as u64, ..Default::default() });
+        self.bits_to_ring(b)
+    }
+
+    fn compact_rows(&mut self, x: &Vec<u64>, width: usize, keep: &BitVec) -> Vec<u64> {
+        assert_eq!(x.len(), keep.len() * width, "compact_rows: {} rows of {width}", keep.len());
+        let drop = self.not(keep);
+        let sch = self.build_schedule(&drop);
+        let (n, moved) = (sch.rows(), sch.tail());
+        self.counts(swap_compaction(n, moved, width));
+        let sorted = self.apply_schedule(&sch, x, width, false);
+        sorted[..(n - moved) * width].to_vec()
+    }
+
+    fn partition(&mut self, low: &BitVec, width: usize) -> Schedule {
+        let sch = self.build_schedule(low);
+        self.counts(swap_compaction(sch.rows(), sch.tail(), width));
+        sch
+    }
+
+    fn partition_sizes(&self, p: &Schedule) -> (usize, usize) {
+        (p.rows() - p.tail(), p.tail())
+    }
+
+    fn split_rows(&mut self, x: &Vec<u64>, width: usize, p: &Schedule) -> (Vec<u64>, Vec<u64>) {
+        let sorted = self.apply_schedule(p, x, width, false);
+        let at = (p.rows() - p.tail()) * width;
+        (sorted[..at].to_vec(), sorted[at..].to_vec())
+    }
+
+    fn merge_rows(&mut self, high: &Vec<u64>, low: &Vec<u64>, width: usize, p: &Schedule) -> Vec<u64> {
+        let (h, l) = self.partition_sizes(p);
+        assert!(high.len() == h * width && low.len() == l * width, "merge_rows: groups do not match the partition");
+        let both = [high.as_slice(), low.as_slice()].concat();
+        self.apply_schedule(p, &both, width, true)
+    }
+}
