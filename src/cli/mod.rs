@@ -9,6 +9,7 @@ pub mod progress;
 pub mod prune;
 pub mod runinfo;
 pub mod secure_eval;
+pub mod serve;
 pub mod simulate;
 pub mod sweep;
 
@@ -39,6 +40,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Float simulation vs the fixed-point engine on the same examples: accuracy, agreement, cost.
     SecureEval(secure_eval::SecureEvalArgs),
+    /// Serve the pruned model as the server party of a two-party computation (TCP).
+    Serve(serve::ServeArgs),
+    /// Classify a sentence against a `serve` server without revealing it.
+    Client(serve::ClientArgs),
     /// Time training steps on the real model (step time, examples/s).
     Bench(bench::BenchArgs),
 }

@@ -13,7 +13,10 @@ use cipherprune::fixed::{Ring, Truncation};
 use cipherprune::model::Masking;
 use cipherprune::prune::check::{compare, shown, Comparison};
 use cipherprune::prune::simulate::simulate;
-use cipherprune::secure::bert::{EngineConfig, EngineModel};
+use cipherprune::mpc::eval::{cost_report, run_examples, SharesInput, SharesSummary};
+use cipherprune::mpc::shares::SharesOptions;
+use cipherprune::mpc::sort::Compaction;
+use cipherprune::secure::bert::{encode_input, EngineConfig, EngineModel, LayerThresholds};
 use cipherprune::secure::run::{run_all, totals, EngineInput};
 use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
 
@@ -38,6 +41,15 @@ pub enum TruncMode {
     Probabilistic,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The cleartext fixed-point engine only.
+    Engine,
+    /// Also run the two-party protocol over secret shares (in-process, the
+    /// same examples) and check its logits against the engine's bit for bit.
+    Shares,
+}
+
 #[derive(Args, Debug)]
 pub struct SecureEvalArgs {
     #[command(flatten)]
@@ -45,13 +57,8 @@ pub struct SecureEvalArgs {
     /// Threshold file written by `export` (default: the run's own thresholds).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
-    /// Ring preset (overridden by --ring-bits / --frac-bits).
-    #[arg(long, value_enum, default_value = "bolt")]
-    pub ring: RingPreset,
-    #[arg(long)]
-    pub ring_bits: Option<u32>,
-    #[arg(long)]
-    pub frac_bits: Option<u32>,
+    #[command(flatten)]
+    pub ring: RingArgs,
     #[arg(long, value_enum, default_value = "exact")]
     pub truncation: TruncMode,
     /// Seed of probabilistic truncation.
@@ -60,15 +67,36 @@ pub struct SecureEvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// `shares` adds the real two-party protocol: bytes, rounds and time per
+    /// operator and layer, pruned against unpruned (slower: use --limit).
+    #[arg(long, value_enum, default_value = "engine")]
+    pub backend: BackendKind,
+    /// How the protocol moves kept rows together and partitions reduced ones.
+    #[arg(long, value_enum, default_value = "swap")]
+    pub compaction: Compaction,
 }
 
-fn ring_of(a: &SecureEvalArgs) -> Result<Ring> {
-    let preset = match a.ring {
-        RingPreset::Bolt => Ring::BOLT,
-        RingPreset::Cipherprune => Ring::CIPHERPRUNE,
-        RingPreset::Crypten => Ring::CRYPTEN,
-    };
-    Ok(Ring::new(a.ring_bits.unwrap_or(preset.bits()), a.frac_bits.unwrap_or(preset.frac()))?)
+/// The ring flags shared by `secure-eval` and `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct RingArgs {
+    /// Ring preset (overridden by --ring-bits / --frac-bits).
+    #[arg(long, value_enum, default_value = "bolt")]
+    pub ring: RingPreset,
+    #[arg(long)]
+    pub ring_bits: Option<u32>,
+    #[arg(long)]
+    pub frac_bits: Option<u32>,
+}
+
+impl RingArgs {
+    pub fn resolve(&self) -> Result<Ring> {
+        let preset = match self.ring {
+            RingPreset::Bolt => Ring::BOLT,
+            RingPreset::Cipherprune => Ring::CIPHERPRUNE,
+            RingPreset::Crypten => Ring::CRYPTEN,
+        };
+        Ok(Ring::new(self.ring_bits.unwrap_or(preset.bits()), self.frac_bits.unwrap_or(preset.frac()))?)
+    }
 }
 
 fn bar(hidden: bool, len: usize, what: &str) -> ProgressBar {
@@ -82,7 +110,7 @@ fn bar(hidden: bool, len: usize, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: SecureEvalArgs) -> Result<()> {
-    let ring = ring_of(&args)?;
+    let ring = args.ring.resolve()?;
     let truncation = match args.truncation {
         TruncMode::Exact => Truncation::Exact,
         TruncMode::Probabilistic => Truncation::Probabilistic { seed: args.seed },
@@ -135,13 +163,58 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     for key in ["agreement", "logit_diff_max", "logit_diff_mean", "flips_per_layer", "examples_with_flips", "engine_tokens_kept_per_layer", "engine_reduced_per_layer", "overflows", "overflow_rows", "costs"] {
         report[key] = detail[key].clone();
     }
-    let name = format!("secure-eval-{}-{}-{}.json", d.split, ring.bits(), ring.frac());
+    let mut shares = None;
+    if args.backend == BackendKind::Shares {
+        let sinputs = run
+            .data
+            .iter()
+            .map(|e| {
+                let emb = weights.embed(&e.input_ids, Some(&e.type_ids))?;
+                Ok(SharesInput { input: encode_input(ring, &emb).0, tokens: e.input_ids.len() })
+            })
+            .collect::<Result<Vec<_>, cipherprune::secure::weights::WeightsError>>()?;
+        let opts = SharesOptions { truncation, compaction: args.compaction, analysis: false };
+        let layers = model.num_layers();
+        let mut both = Vec::new();
+        for (what, cfg, results) in [("2PC", &pruned_cfg, &pruned), ("2PC full", &unpruned_cfg, &unpruned)] {
+            let thr = LayerThresholds::from_config(cfg, layers);
+            let logits: Vec<Vec<u64>> = results.iter().map(|r| r.logits_ring.clone()).collect();
+            let pb = bar(quiet, sinputs.len(), what);
+            let s = run_examples(&model, &thr, opts, &sinputs, &logits, args.seed, &|| pb.inc(1))
+                .map_err(|e| anyhow::anyhow!("two-party run failed: {e}"))?;
+            pb.finish_and_clear();
+            both.push(s);
+        }
+        let unp = both.pop().expect("two runs");
+        let pr = both.pop().expect("two runs");
+        let identical = pr.mismatched.is_empty() && unp.mismatched.is_empty();
+        let costs = cost_report(&pr, Some(&unp));
+        let total = pr.total();
+        report["bit_identical"] = identical.into();
+        report["bytes_sent"] = serde_json::json!({
+            "server_to_client": total.server_to_client_bytes, "client_to_server": total.client_to_server_bytes, "total": total.bytes,
+        });
+        report["rounds"] = total.rounds.into();
+        report["per_operator"] = costs["per_operator"].clone();
+        report["shares"] = serde_json::json!({
+            "compaction": args.compaction.name(), "examples": pr.examples,
+            "mismatched_pruned": pr.mismatched, "mismatched_unpruned": unp.mismatched,
+            "tokens_kept_per_layer": pr.kept_per_layer.iter().map(|&k| k as f64 / pr.examples.max(1) as f64).collect::<Vec<_>>(),
+            "cost": costs,
+        });
+        shares = Some((pr, unp));
+    }
+    let suffix = if shares.is_some() { "-shares" } else { "" };
+    let name = format!("secure-eval-{}-{}-{}{suffix}.json", d.split, ring.bits(), ring.frac());
     let path = d.checkpoint.join(&name);
     cipherprune::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     if args.json {
         println!("{report}");
     } else {
         print_table(&report, &c, &path);
+        if let Some((p, u)) = &shares {
+            print_shares(&report, p, u);
+        }
     }
     Ok(())
 }
@@ -183,4 +256,36 @@ fn print_table(r: &serde_json::Value, c: &Comparison, path: &std::path::Path) {
         println!("  overflow: {} in layer {:?}: {} values, up to {} bits", o.class, o.layer, o.count, o.max_bits);
     }
     println!("report: {}", path.display());
+}
+
+fn print_shares(r: &serde_json::Value, p: &SharesSummary, u: &SharesSummary) {
+    use cipherprune::mpc::cost::{LAN, WAN};
+    use cipherprune::secure::report::OpClass;
+    let ok = r["bit_identical"].as_bool().unwrap_or(false);
+    println!(
+        "two-party protocol ({} compaction, {} examples): {}",
+        r["shares"]["compaction"].as_str().unwrap_or(""),
+        p.examples,
+        if ok { "opened logits bit-identical to the engine".to_string() } else { format!("{} pruned and {} unpruned examples DIFFER from the engine", p.mismatched.len(), u.mismatched.len()) }
+    );
+    let (pe, ue) = (p.per_example(), u.per_example());
+    let mb = |b: u64| b as f64 / 1e6;
+    println!("  per example            pruned        unpruned   ratio");
+    println!("  bytes (MB)         {:>10.3}      {:>10.3}   {:.3}", mb(pe.bytes), mb(ue.bytes), pe.bytes as f64 / ue.bytes.max(1) as f64);
+    println!("  rounds             {:>10}      {:>10}   {:.3}", pe.rounds, ue.rounds, pe.rounds as f64 / ue.rounds.max(1) as f64);
+    println!("  in-process time (s){:>10.3}      {:>10.3}   {:.3}", pe.seconds, ue.seconds, pe.seconds / ue.seconds.max(1e-12));
+    for net in [LAN, WAN] {
+        println!("  {} estimate (s)    {:>10.3}      {:>10.3}   {:.3}", net.name, pe.on(&net), ue.on(&net), pe.on(&net) / ue.on(&net));
+    }
+    println!("  dealer bytes per example: {:.3} MB ({:.3} MB weight-dependent: HE/OT in a deployment)", mb(pe.dealer_bytes), mb(pe.weight_preprocessing_bytes));
+    println!("  per operator (MB per example, rounds)   pruned            unpruned");
+    for c in OpClass::ALL {
+        let (a, b) = (p.class(c), u.class(c));
+        if a.bytes + b.bytes == 0 {
+            continue;
+        }
+        let n = |l: cipherprune::mpc::eval::CostLine, ex: usize| (mb(l.bytes) / ex.max(1) as f64, l.rounds / ex.max(1) as u64);
+        let (x, y) = (n(a, p.examples), n(b, u.examples));
+        println!("    {:<20} {:>10.3} {:>6}   {:>10.3} {:>6}", c.name(), x.0, x.1, y.0, y.1);
+    }
 }

@@ -69,10 +69,19 @@ pub fn load_run(checkpoint: &Path, thresholds: Option<&Path>, task: &Option<Stri
     }
     let model = Bert::new(&loaded.cfg, &loaded.params, Some(k))?;
     let weights_sha256 = sha256_file(&loaded.files.weights)?;
-    let thresholds = match thresholds {
+    let thresholds = load_thresholds(checkpoint, thresholds, &loaded, task, &weights_sha256)?;
+    let data = load_split(&loaded.tokenizer, &data_dir, task, split, limit)?;
+    Ok(PrunedRun { loaded, model, task, data, max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
+}
+
+/// The thresholds of a run: from `--thresholds` (checked against the
+/// model and task) or the run's own `thresholds.safetensors`; `None` when it
+/// has neither.
+pub fn load_thresholds(checkpoint: &Path, thresholds: Option<&Path>, loaded: &Loaded, task: Task, weights_sha256: &str) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+    Ok(match thresholds {
         Some(f) => {
             let file = ThresholdFile::load(f)?;
-            file.check_model(f, &loaded.cfg, &weights_sha256)?;
+            file.check_model(f, &loaded.cfg, weights_sha256)?;
             if file.task != task.name() {
                 bail!("`{}`: field `task` is {} but the run is {}", f.display(), file.task, task.name());
             }
@@ -88,9 +97,7 @@ pub fn load_run(checkpoint: &Path, thresholds: Option<&Path>, task: &Option<Stri
                 None
             }
         }
-    };
-    let data = load_split(&loaded.tokenizer, &data_dir, task, split, limit)?;
-    Ok(PrunedRun { loaded, model, task, data, max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
+    })
 }
 
 /// The plan the switches ask for, checked against what the run has.

@@ -19,6 +19,7 @@ pub mod bits;
 pub mod channel;
 pub mod cost;
 pub mod dealer;
+pub mod eval;
 pub mod net;
 pub mod session;
 pub mod shares;

@@ -87,6 +87,17 @@ fn finetune_prune_simulate_export_secure_eval() {
     assert!(pr.join("secure-eval-dev-37-12.json").is_file());
     let rows = se["cost_by_layer"]["pruned"].as_array().unwrap();
     assert!(rows.iter().any(|r| r["layer"] == 1 && r["class"] == "gelu" && r["ss_mults"].as_u64().unwrap() > 0), "no per-layer costs: {rows:?}");
+    // The same examples through the two-party protocol: bit for bit, and what it costs.
+    let sh = ok(&cp(&["secure-eval", "--json", "--backend", "shares", "--limit", "6", "--compaction", "shuffle"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    assert_eq!(sh["bit_identical"], true, "{sh}");
+    assert!(sh["bytes_sent"]["total"].as_u64().unwrap() > 0 && sh["rounds"].as_u64().unwrap() > 0, "{sh}");
+    let ops = sh["per_operator"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o["class"] == "softmax" && o["pruned"]["total"]["bytes"].as_u64().unwrap() > 0), "{ops:?}");
+    // Pruning's own protocol costs something, and only in the pruned run.
+    let pruning = ops.iter().find(|o| o["class"] == "pruning").expect("a pruning row");
+    assert!(pruning["pruned"]["total"]["bytes"].as_u64().unwrap() > 0 && pruning["unpruned"]["total"]["bytes"] == 0, "{pruning}");
+    assert!(pr.join("secure-eval-dev-37-12-shares.json").is_file());
+    serve_and_ask(&pr);
     // A ring too small for the model overflows, and says so first.
     let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
     assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stderr));
@@ -128,4 +139,47 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     let read = |p: &Path| std::fs::read(p.join("thresholds.safetensors")).unwrap();
     assert_eq!(read(&a), read(&b), "resumed thresholds differ");
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
+}
+
+/// `serve` on loopback answering two real `client` processes, then a peer
+/// that sends garbage (the server reports it and goes on), then a client
+/// with no server (a clear error).
+fn serve_and_ask(run: &Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cipherprune"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--sessions", "3", "--seed", "1", "--timeout", "20"])
+        .arg("--checkpoint")
+        .arg(run)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line.strip_prefix("listening on ").and_then(|l| l.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
+    for sentence in ["good fine great", "bad awful poor bad"] {
+        let c = cp(&["client", "--json", "--connect", &addr, "--sentence", sentence, "--seed", "3"], &[("--checkpoint", run)]);
+        let v = ok(&c);
+        assert!(["0", "1"].contains(&v["prediction"].as_str().unwrap()), "SST-2's labels: {v}");
+        assert_eq!(v["logits"].as_array().unwrap().len(), 2);
+        assert_eq!(v["kept_per_layer"].as_array().unwrap().len(), 2);
+        assert!(v["bytes_sent"].as_u64().unwrap() > 0 && v["rounds"].as_u64().unwrap() > 0, "{v}");
+    }
+    // Garbage instead of a hello.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']).unwrap();
+    drop(s);
+    let status = server.wait().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest.matches("session").count(), 2, "{rest}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("session 3 failed") && err.contains("hello"), "{err}");
+    // Nobody listens there any more.
+    let c = cp(&["client", "--connect", &addr, "--sentence", "good"], &[("--checkpoint", run)]);
+    assert!(!c.status.success());
+    assert!(String::from_utf8_lossy(&c.stderr).contains("cannot connect"), "{}", String::from_utf8_lossy(&c.stderr));
 }

@@ -1,0 +1,189 @@
+//! `cipherprune serve` and `cipherprune client`: the pruned model as a real
+//! two-party computation over TCP. The server holds the weights and
+//! thresholds; the client tokenizes and embeds its sentence, and both learn
+//! only the prediction and the per-layer token counts.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::SeedableRng;
+
+use cipherprune::data::Task;
+use cipherprune::mpc::net::{run_client, serve_one, ServerInfo, ServerModel, PROTOCOL};
+use cipherprune::mpc::sort::Compaction;
+use cipherprune::prune::file::sha256_file;
+use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
+use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
+use cipherprune::train::finetune::{load_model, Loaded};
+
+use super::runinfo::RunInfo;
+use super::secure_eval::{RingArgs, TruncMode};
+use super::simulate::load_thresholds;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A pruned (or fine-tuned) run directory: the server's model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Threshold file written by `export` (default: the run's own thresholds).
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
+    /// Serve the model unpruned even if it has thresholds.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: String,
+    #[command(flatten)]
+    pub ring: RingArgs,
+    /// Only `exact` reproduces the engine bit for bit; `probabilistic` is
+    /// SecureML's local truncation (no communication, rare large errors).
+    #[arg(long, value_enum, default_value = "exact")]
+    pub truncation: TruncMode,
+    #[arg(long, value_enum, default_value = "swap")]
+    pub compaction: Compaction,
+    /// Stop after this many sessions (0: serve until killed).
+    #[arg(long, default_value_t = 0)]
+    pub sessions: usize,
+    /// Seconds to wait for a client message before giving up on a session.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Seed of the dealer's per-session seeds (default: from the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// A run directory with the model's config, tokenizer and embedding
+    /// table (the client's public parts; nothing else is read).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub connect: String,
+    /// The sentence to classify.
+    #[arg(long)]
+    pub sentence: String,
+    /// Second sentence of a pair task (MRPC, RTE, …).
+    #[arg(long)]
+    pub pair: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Seed of the client's input masks (default: from the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The run's candle-free weights (config.json + model.safetensors).
+fn engine_weights(loaded: &Loaded) -> Result<BertWeights> {
+    let f = &loaded.files;
+    let cfg = EngineBertConfig::from_json_file(&f.config).with_context(|| format!("reading `{}`", f.config.display()))?;
+    BertWeights::from_safetensors_file(&f.weights, cfg).with_context(|| format!("loading `{}`", f.weights.display()))
+}
+
+fn load(checkpoint: &Path, max_len: usize) -> Result<(RunInfo, Loaded)> {
+    let info = RunInfo::read(checkpoint)?;
+    let loaded = load_model(&checkpoint.to_string_lossy(), None, max_len, 0)?;
+    if loaded.cfg.num_labels.is_none() {
+        bail!("`{}` has no task head: fine-tune it first", checkpoint.display());
+    }
+    Ok((info, loaded))
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let ring = args.ring.resolve()?;
+    let (info, loaded) = load(&args.checkpoint, 128)?;
+    let task = Task::from_name(&info.task(&None)?)?;
+    let sha = sha256_file(&loaded.files.weights)?;
+    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha)? };
+    let (prune, reduce) = info.prune.as_ref().map_or((true, true), |c| (c.prune, c.reduce));
+    let (thetas, betas) = match thr {
+        Some((t, b)) => (prune.then_some(t), reduce.then_some(b)),
+        None => (None, None),
+    };
+    let weights = engine_weights(&loaded)?;
+    let model = EngineModel::from_weights(&weights, &ring);
+    let layers = model.num_layers();
+    let truncation = match args.truncation {
+        TruncMode::Exact => cipherprune::fixed::Truncation::Exact,
+        TruncMode::Probabilistic => cipherprune::fixed::Truncation::Probabilistic { seed: 0 },
+    };
+    let cfg = EngineConfig { ring, truncation, thetas, betas };
+    let thresholds = LayerThresholds::from_config(&cfg, layers);
+    let public = ServerInfo {
+        protocol: PROTOCOL.into(),
+        model: format!("{} (weights sha256 {})", args.checkpoint.display(), &sha[..16]),
+        config: weights.config.clone(),
+        num_labels: model.num_labels(),
+        ring,
+        truncation,
+        compaction: args.compaction,
+        prune: thresholds.iter().map(|t| t.theta.is_some()).collect(),
+        reduce: thresholds.iter().map(|t| t.beta.is_some()).collect(),
+    };
+    let server = ServerModel::new(model, thresholds, public);
+    let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr} ({} task, ring {ring}, {} compaction, pruning {}, reduction {})", task.name(), args.compaction.name(), prune && server.info.prune.iter().any(|&p| p), reduce && server.info.reduce.iter().any(|&r| r));
+    let mut rng = match args.seed {
+        Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
+        None => rand_chacha::ChaCha20Rng::from_entropy(),
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut served = 0;
+    loop {
+        served += 1;
+        match serve_one(&listener, &server, &mut rng, timeout) {
+            Ok(s) => {
+                let c = s.comm.total();
+                println!(
+                    "session {served}: {} tokens, kept per layer {:?}, sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s",
+                    s.tokens, s.kept_per_layer, c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, s.wall.as_secs_f64()
+                );
+            }
+            Err(e) => eprintln!("session {served} failed: {e}"),
+        }
+        if args.sessions > 0 && served >= args.sessions {
+            return Ok(());
+        }
+    }
+}
+
+pub fn client(args: ClientArgs) -> Result<()> {
+    let (info, loaded) = load(&args.checkpoint, args.max_seq_len)?;
+    let enc = match &args.pair {
+        Some(b) => loaded.tokenizer.encode((args.sentence.as_str(), b.as_str()), true),
+        None => loaded.tokenizer.encode(args.sentence.as_str(), true),
+    }
+    .map_err(|e| anyhow::anyhow!("tokenizing the sentence: {e}"))?;
+    let weights = engine_weights(&loaded)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let r = run_client(args.connect.as_str(), &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)))
+        .map_err(|e| anyhow::anyhow!("secure inference with {} failed: {e}", args.connect))?;
+    let task = info.task(&None).ok().and_then(|t| Task::from_name(&t).ok());
+    let names = task.map(|t| t.label_names()).unwrap_or(&[]);
+    let best = (0..r.logits.len()).fold(0, |b, i| if r.logits[i] > r.logits[b] { i } else { b });
+    let label = if r.logits.len() == 1 { format!("{:.4}", r.logits[0]) } else { names.get(best).map_or(best.to_string(), |s| s.to_string()) };
+    let kept: Vec<usize> = r.outcome.trace.kept_per_layer.iter().map(|k| k.len()).collect();
+    let c = r.outcome.comm.total();
+    if args.json {
+        println!("{}", serde_json::json!({
+            "prediction": label, "logits": r.logits, "tokens": enc.get_ids().len(), "kept_per_layer": kept,
+            "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received, "rounds": c.rounds,
+            "dealer_bytes": c.dealer_bytes, "seconds": r.wall.as_secs_f64(), "server_model": r.info.model,
+        }));
+    } else {
+        println!("prediction: {label} (logits {:?})", r.logits.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
+        println!("  {} tokens; kept after each layer {kept:?}", enc.get_ids().len());
+        println!("  sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s (dealer: {:.3} MB)", c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, r.wall.as_secs_f64(), c.dealer_bytes as f64 / 1e6);
+    }
+    Ok(())
+}
