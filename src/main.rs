@@ -30,6 +30,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Simulate(a) => cli::simulate::run(a),
         cli::Command::Export(a) => cli::export::run(a),
         cli::Command::SecureEval(a) => cli::secure_eval::run(a),
+        cli::Command::Bench2pc(a) => cli::bench2pc::run(a),
         cli::Command::Serve(a) => cli::serve::serve(a),
         cli::Command::Client(a) => cli::serve::client(a),
     };

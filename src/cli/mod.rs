@@ -2,6 +2,7 @@
 //! library's typed options. Only this layer knows clap, bars and exit codes.
 
 pub mod bench;
+pub mod bench2pc;
 pub mod eval;
 pub mod export;
 pub mod finetune;
@@ -44,6 +45,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Classify a sentence against a `serve` server without revealing it.
     Client(serve::ClientArgs),
+    /// What the two-party protocol costs: oblivious compactions, BERT shapes pruned vs unpruned.
+    #[command(name = "bench-2pc")]
+    Bench2pc(bench2pc::Bench2pcArgs),
     /// Time training steps on the real model (step time, examples/s).
     Bench(bench::BenchArgs),
 }

@@ -15,6 +15,7 @@
 //! - [`cost`]: bytes, rounds, time and network estimates.
 
 pub mod arith;
+pub mod bench;
 pub mod bits;
 pub mod channel;
 pub mod cost;

@@ -185,6 +185,10 @@ impl EngineModel {
         self.hidden
     }
 
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     /// The weight matrix with this id (see [`PublicMatrix::id`]).
     pub fn matrix_by_id(&self, id: u32) -> Option<&PublicMatrix> {
         self.layers

@@ -1,0 +1,284 @@
+//! Measurements of the protocol: the three oblivious compactions across
+//! sizes and pruning rates, and whole BERT shapes (random weights) with a
+//! given token schedule, pruned against unpruned.
+
+use super::channel::{mem_pair, ChannelError};
+use super::cost::CommTally;
+use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
+use super::eval::SharesSummary;
+use super::session::run_in_process;
+use super::shares::{Abort, SharesBackend, SharesOptions};
+use super::sort::Compaction;
+use crate::fixed::{Ring, Truncation};
+use crate::secure::backend::Backend;
+use crate::secure::bert::{encode_input, forward, EngineConfig, EngineModel, LayerThresholds};
+use crate::secure::report::OpClass;
+use crate::secure::weights::{BertConfig, BertWeights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Duration;
+
+/// A model with no weights to speak of, for protocol runs that need none.
+fn empty_model(ring: Ring) -> EngineModel {
+    let c = BertConfig {
+        vocab_size: 4, hidden_size: 2, num_hidden_layers: 1, num_attention_heads: 1,
+        intermediate_size: 2, max_position_embeddings: 4, type_vocab_size: 1, layer_norm_eps: 1e-12,
+    };
+    EngineModel::from_weights(&BertWeights::random(c, 2, 0), &ring)
+}
+
+/// Run `f` as both parties (threads) with a dealer; returns each party's
+/// result and communication.
+fn two_party<R: Send>(
+    ring: Ring,
+    opts: SharesOptions,
+    seed: u64,
+    f: &(dyn Fn(&mut SharesBackend) -> R + Sync),
+) -> Result<((R, CommTally), (R, CommTally)), ChannelError> {
+    let model = empty_model(ring);
+    let seeds = session_seeds(&mut ChaCha8Rng::seed_from_u64(seed));
+    let t = Duration::from_secs(600);
+    let (a, b) = mem_pair(t);
+    let (d, c) = mem_pair(t);
+    let party = |bk: SharesBackend| -> Result<(R, CommTally), ChannelError> {
+        let mut bk = bk;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut bk)));
+        match r {
+            Ok(v) => {
+                let (_, comm, mut corr) = bk.finish();
+                corr.finish()?;
+                Ok((v, comm))
+            }
+            Err(p) => match p.downcast::<Abort>() {
+                Ok(a) => Err(a.0),
+                Err(p) => std::panic::resume_unwind(p),
+            },
+        }
+    };
+    std::thread::scope(|s| {
+        let model = &model;
+        let dealer = s.spawn(move || {
+            let mut d = d;
+            serve_dealer(ring, model, seeds, &mut d)
+        });
+        let server = s.spawn(move || party(SharesBackend::new(Party::Server, ring, opts, Box::new(a), Correlations::server(ring, seeds.0), 0)));
+        let client = party(SharesBackend::new(Party::Client, ring, opts, Box::new(b), Correlations::client(ring, seeds.1, Box::new(c)), seed));
+        let server = server.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let dealt = dealer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let out = (server?, client?);
+        dealt?;
+        Ok(out)
+    })
+}
+
+/// The cost of compacting `n` rows of `width` of which `pruned` are dropped.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompactionPoint {
+    pub compaction: &'static str,
+    pub n: usize,
+    pub pruned: usize,
+    pub width: usize,
+    /// Both directions.
+    pub bytes: u64,
+    pub rounds: u64,
+    pub dealer_bytes: u64,
+    /// In-process wall time of the compaction.
+    pub seconds: f64,
+    pub lan_seconds: f64,
+    pub wan_seconds: f64,
+}
+
+/// One compaction through the protocol (the comparisons with θ that make
+/// the keep bits are not included: they are the same for all three).
+///
+/// # Errors
+/// A protocol error (in-process: only a bug).
+pub fn compaction_point(c: Compaction, n: usize, pruned: usize, width: usize, seed: u64) -> Result<CompactionPoint, ChannelError> {
+    assert!(pruned < n, "[CLS] is always kept");
+    let ring = Ring::BOLT;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<u64> = (0..n * width).map(|_| ring.encode(rng.gen_range(-4.0..4.0))).collect();
+    let mut keep = vec![true; n];
+    let mut idx: Vec<usize> = (1..n).collect();
+    for _ in 0..pruned {
+        let j = rng.gen_range(0..idx.len());
+        keep[idx.swap_remove(j)] = false;
+    }
+    let keys: Vec<u64> = keep.iter().map(|&k| ring.encode(k as u8 as f64)).collect();
+    let opts = SharesOptions { truncation: Truncation::Exact, compaction: c, analysis: false };
+    let prog = |b: &mut SharesBackend| {
+        let xs = b.input(&x);
+        let k = b.input(&keys);
+        let keep = b.ge_public(&k, &[ring.encode(0.5)]);
+        b.set_scope(OpClass::Pruning, Some(0));
+        let out = b.compact_rows(&xs, width, &keep);
+        b.set_scope(OpClass::Input, None);
+        out.len()
+    };
+    let ((_, sc), (len, cc)) = two_party(ring, opts, seed, &prog)?;
+    assert_eq!(len, (n - pruned) * width);
+    let s = SharesSummary { examples: 1, server: sc, client: cc, ..Default::default() };
+    let line = s.class(OpClass::Pruning);
+    Ok(CompactionPoint {
+        compaction: c.name(),
+        n,
+        pruned,
+        width,
+        bytes: line.bytes,
+        rounds: line.rounds,
+        dealer_bytes: line.dealer_bytes,
+        seconds: line.seconds,
+        lan_seconds: line.on(&super::cost::LAN),
+        wan_seconds: line.on(&super::cost::WAN),
+    })
+}
+
+/// BERT architectures of the paper's tables.
+pub fn shape(name: &str) -> Option<BertConfig> {
+    let (layers, hidden, heads) = match name {
+        "medium" => (8, 512, 8),
+        "base" => (12, 768, 12),
+        "large" => (24, 1024, 16),
+        _ => return None,
+    };
+    Some(BertConfig {
+        vocab_size: 1000, hidden_size: hidden, num_hidden_layers: layers, num_attention_heads: heads,
+        intermediate_size: 4 * hidden, max_position_embeddings: 512, type_vocab_size: 2, layer_norm_eps: 1e-12,
+    })
+}
+
+/// The paper's BERT-base schedule (REFERENCE.md §1): tokens entering each
+/// layer at 128 input tokens.
+pub const PAPER_BASE_128: [usize; 12] = [128, 55, 54, 52, 49, 45, 24, 14, 5, 2, 1, 1];
+
+/// The paper's BERT-medium schedule at 128 tokens.
+pub const PAPER_MEDIUM_128: [usize; 8] = [128, 55, 52, 49, 45, 24, 14, 5];
+
+/// The schedule for `layers` layers and `tokens` input tokens: the paper's
+/// fractions (BERT-medium's for 8 layers, BERT-base's otherwise, stretched
+/// over the layers), scaled to the length.
+pub fn paper_schedule(layers: usize, tokens: usize) -> Vec<usize> {
+    let base: &[usize] = if layers == 8 { &PAPER_MEDIUM_128 } else { &PAPER_BASE_128 };
+    (0..layers)
+        .map(|l| {
+            let f = base[l * base.len() / layers] as f64 / 128.0;
+            ((f * tokens as f64).round() as usize).clamp(1, tokens)
+        })
+        .collect()
+}
+
+/// Thresholds that make `model` follow `schedule` (tokens entering each
+/// layer) on `input`, and reduce half of the kept tokens in every layer:
+/// chosen layer by layer from the engine's own scores, between the scores
+/// of the last kept and the first pruned token. Returns them with the
+/// schedule actually reached (two scores closer than the threshold's
+/// granularity can keep a token fewer).
+pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedule: &[usize]) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+    let layers = model.num_layers();
+    let s = (ring.frac() as f64).exp2();
+    let mut thetas = vec![0.0; layers];
+    let mut betas = vec![0.0; layers];
+    // Pick an integer threshold t (on ΣA at scale s) with exactly `k` of
+    // `scores` ≥ t·scale when possible.
+    let cut = |scores: &mut Vec<i64>, k: usize, scale: i64| -> i64 {
+        scores.sort_unstable_by(|a, b| b.cmp(a));
+        if scores.is_empty() {
+            return 0;
+        }
+        if k == 0 {
+            return scores[0] / scale + 1;
+        }
+        if k >= scores.len() {
+            return scores[scores.len() - 1].div_euclid(scale);
+        }
+        // Smallest t with t·scale above the first score to drop; it keeps
+        // the k-th unless the two are closer than `scale`.
+        scores[k].div_euclid(scale) + 1
+    };
+    for l in 0..layers {
+        let cfg = EngineConfig {
+            ring,
+            truncation: Truncation::Exact,
+            thetas: Some((0..layers).map(|j| if j < l { thetas[j] } else { 0.0 }).collect()),
+            betas: Some((0..layers).map(|j| if j < l { betas[j] } else { 0.0 }).collect()),
+        };
+        let r = forward(model, &cfg, emb, n, 0);
+        let live = r.scores_ring[l].len();
+        let heads = model.heads();
+        let scale = (heads * live) as i64;
+        let target = if l + 1 < layers { schedule[l + 1].min(live) } else { live };
+        // [CLS] (position 0 of the live rows) is kept without a comparison.
+        let mut rest: Vec<i64> = r.scores_ring[l][1..].to_vec();
+        let t = if rest.is_empty() { 0 } else { cut(&mut rest, target.saturating_sub(1), scale) };
+        thetas[l] = t as f64 / s;
+        // Reduce the lower half of what stays (β compares with the same scale).
+        let all = &r.scores_ring[l];
+        let mut kept: Vec<i64> = all[..1].iter().chain(all[1..].iter().filter(|&&v| v >= t * scale)).copied().collect();
+        let keep_high = kept.len() - kept.len() / 2;
+        let b = cut(&mut kept, keep_high, scale).max(t);
+        betas[l] = b as f64 / s;
+    }
+    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()) };
+    let reached = forward(model, &cfg, emb, n, 0).live_per_layer.iter().map(|v| v.len()).collect();
+    (thetas, betas, reached)
+}
+
+/// One BERT shape through the protocol, pruned (calibrated to `schedule`)
+/// and unpruned.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapeRun {
+    pub shape: String,
+    pub tokens: usize,
+    pub schedule_target: Vec<usize>,
+    pub schedule_reached: Vec<usize>,
+    pub bit_identical: bool,
+    #[serde(skip)]
+    pub pruned: SharesSummary,
+    #[serde(skip)]
+    pub unpruned: SharesSummary,
+}
+
+/// # Errors
+/// A protocol error (in-process: only a bug).
+pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
+    let config = shape(name).expect("known shape");
+    let ring = Ring::BOLT;
+    let layers = config.num_hidden_layers;
+    progress("weights");
+    let weights = BertWeights::random(config, 2, seed);
+    let model = EngineModel::from_weights(&weights, &ring);
+    let shape_only = model.public_shape();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<u32> = (0..tokens).map(|_| rng.gen_range(0..1000)).collect();
+    let emb = weights.embed(&ids, None).map_err(|e| ChannelError::Io(e.to_string()))?;
+    drop(weights);
+    let (input, _) = encode_input(ring, &emb);
+    let target = paper_schedule(layers, tokens);
+    progress("calibrating thresholds");
+    let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target);
+    let opts = SharesOptions { truncation: Truncation::Exact, compaction, analysis: false };
+    let mut out = Vec::new();
+    let mut identical = true;
+    for (what, cfg) in [
+        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()) }),
+        ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None }),
+    ] {
+        progress(what);
+        let engine = forward(&model, &cfg, &emb, tokens, 0);
+        let thr = LayerThresholds::from_config(&cfg, layers);
+        let run = run_in_process(&model, &shape_only, &thr, opts, &input, tokens, seed)?;
+        identical &= run.logits_ring == engine.logits_ring;
+        out.push(SharesSummary {
+            examples: 1,
+            mismatched: Vec::new(),
+            server: run.server.comm,
+            client: run.client.comm,
+            seconds: run.wall.as_secs_f64(),
+            kept_per_layer: run.client.trace.kept_per_layer.iter().map(|k| k.len()).collect(),
+        });
+    }
+    let unpruned = out.pop().expect("two");
+    let pruned = out.pop().expect("two");
+    Ok(ShapeRun { shape: name.into(), tokens, schedule_target: target, schedule_reached: reached, bit_identical: identical, pruned, unpruned })
+}
