@@ -553,22 +553,43 @@ impl Backend for SharesBackend {
     }
 
     fn matmul(&mut self, a: &Vec<u64>, b: &Vec<u64>, m: usize, k: usize, n: usize) -> Vec<u64> {
-        self.counts(PrimitiveCounts { ss_macs: (m * k * n) as u64, ..Default::default() });
+        self.matmul_many(&[(a.clone(), b.clone())], m, k, n).pop().expect("one product")
+    }
+
+    /// Beaver matrix triples for all products, opened in one message.
+    fn matmul_many(&mut self, pairs: &[(Vec<u64>, Vec<u64>)], m: usize, k: usize, n: usize) -> Vec<Vec<u64>> {
+        self.counts(PrimitiveCounts { ss_macs: (pairs.len() * m * k * n) as u64, ..Default::default() });
         let r = self.ring;
-        let t = self.corr.mat_triple(m, k, n);
-        let t = self.ok(t);
-        let e = arith::sub(r, a, &t.a);
-        let f = arith::sub(r, b, &t.b);
-        let got = self.exchange(MsgWriter::new(r).ring(&e).ring(&f).finish());
-        let (pe, pf) = self.parse(&got, |rd| Ok((rd.ring(m * k)?, rd.ring(k * n)?)));
-        let e = arith::add(r, &e, &pe);
-        let f = arith::add(r, &f, &pf);
-        let mut z = arith::add(r, &t.c, &arith::matmul(r, &e, &t.b, m, k, n));
-        z = arith::add(r, &z, &arith::matmul(r, &t.a, &f, m, k, n));
-        if self.is_server() {
-            z = arith::add(r, &z, &arith::matmul(r, &e, &f, m, k, n));
+        let mut triples = Vec::with_capacity(pairs.len());
+        let mut msg = MsgWriter::new(r);
+        let mut mine = Vec::with_capacity(pairs.len());
+        for (a, b) in pairs {
+            assert!(a.len() == m * k && b.len() == k * n, "matmul: operands are not {m} × {k} and {k} × {n}");
+            let t = self.corr.mat_triple(m, k, n);
+            let t = self.ok(t);
+            let e = arith::sub(r, a, &t.a);
+            let f = arith::sub(r, b, &t.b);
+            msg = msg.ring(&e).ring(&f);
+            mine.push((e, f));
+            triples.push(t);
         }
-        z
+        let got = self.exchange(msg.finish());
+        let theirs = self.parse(&got, |rd| (0..pairs.len()).map(|_| Ok((rd.ring(m * k)?, rd.ring(k * n)?))).collect::<Result<Vec<_>, _>>());
+        let server = self.is_server();
+        mine.into_iter()
+            .zip(theirs)
+            .zip(triples)
+            .map(|(((e, f), (pe, pf)), t)| {
+                let e = arith::add(r, &e, &pe);
+                let f = arith::add(r, &f, &pf);
+                let mut z = arith::add(r, &t.c, &arith::matmul(r, &e, &t.b, m, k, n));
+                z = arith::add(r, &z, &arith::matmul(r, &t.a, &f, m, k, n));
+                if server {
+                    z = arith::add(r, &z, &arith::matmul(r, &e, &f, m, k, n));
+                }
+                z
+            })
+            .collect()
     }
 
     fn truncate(&mut self, a: &Vec<u64>, k: u32) -> Vec<u64> {

@@ -183,6 +183,11 @@ pub trait Backend {
     /// truncated.
     fn matmul(&mut self, a: &Self::Arith, b: &Self::Arith, m: usize, k: usize, n: usize)
         -> Self::Arith;
+    /// Independent products of the same shape (the heads of attention):
+    /// one round in a protocol instead of one per product.
+    fn matmul_many(&mut self, pairs: &[(Self::Arith, Self::Arith)], m: usize, k: usize, n: usize) -> Vec<Self::Arith> {
+        pairs.iter().map(|(a, b)| self.matmul(a, b, m, k, n)).collect()
+    }
     /// Truncation by `k` bits (the backend's exact or probabilistic mode).
     fn truncate(&mut self, a: &Self::Arith, k: u32) -> Self::Arith;
     /// Most significant bit of the signed view, i.e. `a < 0`: one secure

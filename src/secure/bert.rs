@@ -333,25 +333,36 @@ pub fn forward_on<B: Backend>(
 
         b.set_scope(OpClass::Linear, at);
         b.note_elements(3 * n * d);
-        let q = b.linear(&x, n, &layer.query);
-        let k = b.linear(&x, n, &layer.key);
-        let v = b.linear(&x, n, &layer.value);
+        // Q, K, V truncated together (element-wise: the same values, fewer rounds).
+        let pre: Vec<B::Arith> = [&layer.query, &layer.key, &layer.value]
+            .iter()
+            .map(|lin| {
+                let y = b.matmul_public(&x, n, &lin.matrix);
+                b.add_public(&y, &lin.bias2)
+            })
+            .collect();
+        let qkv = b.concat(&pre.iter().collect::<Vec<_>>());
+        let qkv = b.rescale(&qkv);
+        let q = b.gather(&qkv, &(0..n * d).collect::<Vec<_>>());
+        let k = b.gather(&qkv, &(n * d..2 * n * d).collect::<Vec<_>>());
+        let v = b.gather(&qkv, &(2 * n * d..3 * n * d).collect::<Vec<_>>());
 
         // Scores per head, then laid out token-major [q][h][key] so that a
         // token's query rows are contiguous (the reduction's partition
         // splits whole tokens).
         b.set_scope(OpClass::AttentionMatmul, at);
         b.note_elements(h * n * n);
-        let mut heads = Vec::with_capacity(h);
+        // All heads' products at once, then one truncation (element-wise,
+        // so the same values as truncating head by head, in fewer rounds).
+        let mut pairs = Vec::with_capacity(h);
         for hd in 0..h {
             let qi: Vec<usize> = (0..n * dh).map(|i| rc(i / dh, hd * dh + i % dh, d)).collect();
             let kti: Vec<usize> = (0..dh * n).map(|i| rc(i % n, hd * dh + i / n, d)).collect();
-            let qh = b.gather(&q, &qi);
-            let kth = b.gather(&k, &kti);
-            let s2 = b.matmul(&qh, &kth, n, dh, n);
-            heads.push(b.rescale(&s2));
+            pairs.push((b.gather(&q, &qi), b.gather(&k, &kti)));
         }
-        let all = b.concat(&heads.iter().collect::<Vec<_>>()); // [h][q][key]
+        let s2 = b.matmul_many(&pairs, n, dh, n);
+        let s2 = b.concat(&s2.iter().collect::<Vec<_>>());
+        let all = b.rescale(&s2); // [h][q][key]
         let tok_major: Vec<usize> =
             (0..h * n * n).map(|i| (i / n % h) * n * n + (i / (h * n)) * n + i % n).collect();
         let scores = b.gather(&all, &tok_major);
@@ -377,16 +388,15 @@ pub fn forward_on<B: Backend>(
 
         b.set_scope(OpClass::AttentionMatmul, at);
         b.note_elements(n * d);
-        let mut ctx_heads = Vec::with_capacity(h);
+        let mut pairs = Vec::with_capacity(h);
         for hd in 0..h {
             let ai: Vec<usize> = (0..n * n).map(|i| (i / n) * h * n + hd * n + i % n).collect();
             let vi: Vec<usize> = (0..n * dh).map(|i| rc(i / dh, hd * dh + i % dh, d)).collect();
-            let ah = b.gather(&probs, &ai);
-            let vh = b.gather(&v, &vi);
-            let c2 = b.matmul(&ah, &vh, n, n, dh);
-            ctx_heads.push(b.rescale(&c2));
+            pairs.push((b.gather(&probs, &ai), b.gather(&v, &vi)));
         }
-        let all = b.concat(&ctx_heads.iter().collect::<Vec<_>>()); // [h][q][c]
+        let c2 = b.matmul_many(&pairs, n, n, dh);
+        let c2 = b.concat(&c2.iter().collect::<Vec<_>>());
+        let all = b.rescale(&c2); // [h][q][c]
         let ctx_idx: Vec<usize> = (0..n * d).map(|i| (i % d / dh) * n * dh + (i / d) * dh + i % dh).collect();
         let ctx = b.gather(&all, &ctx_idx);
 
