@@ -179,33 +179,73 @@ fn repeat_idx(rows: usize, times: usize) -> Vec<usize> {
 /// segment);
 /// high 2 products and 3 truncations, low 1 product and 2 truncations.
 pub fn gelu<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
+    let n = b.len(x);
+    gelu_split(b, x, high_count(deg, n))
+}
+
+/// Elements `0..n` high for [`Degree::High`], none for [`Degree::Low`].
+fn high_count(deg: Degree, n: usize) -> usize {
+    match deg {
+        Degree::High => n,
+        Degree::Low => 0,
+    }
+}
+
+/// A constant per element: `hi` for the first `nh`, `lo` for the rest.
+fn split_const(n: usize, nh: usize, hi: u64, lo: u64) -> Vec<u64> {
+    (0..n).map(|i| if i < nh { hi } else { lo }).collect()
+}
+
+/// Elements `range` of a secret (local).
+fn part<B: Backend>(b: &mut B, x: &B::Arith, range: std::ops::Range<usize>) -> B::Arith {
+    b.gather(x, &range.collect::<Vec<_>>())
+}
+
+/// [`gelu`] with the high-degree approximation on the first `nh` elements
+/// and the low-degree one on the rest, in the rounds of one evaluation: each
+/// element goes through exactly the ring operations of its own degree, so
+/// the values are those of two separate calls.
+pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let r = b.ring();
+    let n = b.len(x);
+    assert!(nh <= n, "{nh} high of {n} elements");
     let (sign, a) = sign_abs(b, x);
-    let cut = match deg {
-        Degree::High => GELU_HIGH_CUT,
-        Degree::Low => GELU_LOW_CUT,
-    };
-    let cut_t = lt_threshold(r, cut);
-    let d = b.sub_public(&a, &[cut_t]);
+    let cut_t = split_const(n, nh, lt_threshold(r, GELU_HIGH_CUT), lt_threshold(r, GELU_LOW_CUT));
+    let d = b.sub_public(&a, &cut_t);
     let inside = b.msb(&d); // |x| < cut
     // The polynomial only matters inside; clamping its argument keeps the
     // discarded branch from overflowing narrow rings for large |x|.
-    let cut_v = b.constant(&vec![cut_t; b.len(x)]);
+    let cut_v = b.constant(&cut_t);
     let a = b.mux(&inside, &a, &cut_v);
     let y2 = mul_rescale(b, &a, &a);
-    let poly = match deg {
-        Degree::High => {
-            let [al, alp, alq, rr, t] = gelu_high_factored();
-            let w = affine(b, &[(&y2, al), (&a, alp)], None, alq);
-            let ww = b.mul(&w, &w);
-            affine(b, &[(&a, rr), (x, 0.5)], Some(&ww), t)
-        }
-        Degree::Low => {
-            let [c0, c1, c2] = GELU_LOW_Q2;
-            affine(b, &[(&y2, c2), (&a, c1), (x, 0.5)], None, c0)
+    let [al, alp, alq, rr, t] = gelu_high_factored();
+    let [c0, c1, c2] = GELU_LOW_Q2;
+    // One affine step for both: high w = al·y² + alp·|x| + alq (then w², below);
+    // low Q2 = c2·y² + c1·|x| + 0.5x + c0.
+    let t1 = b.mul_public(&y2, &split_const(n, nh, enc(r, al), enc(r, c2)));
+    let t2 = b.mul_public(&a, &split_const(n, nh, enc(r, alp), enc(r, c1)));
+    let mut acc = b.add(&t1, &t2);
+    if nh < n {
+        let t3 = b.mul_public(x, &split_const(n, nh, 0, enc(r, 0.5)));
+        acc = b.add(&acc, &t3);
+    }
+    let y = b.rescale(&acc);
+    let first = b.add_public(&y, &split_const(n, nh, enc(r, alq), enc(r, c0)));
+    let poly = if nh == 0 {
+        first
+    } else {
+        let w = part(b, &first, 0..nh);
+        let ww = b.mul(&w, &w);
+        let (a_hi, x_hi) = (part(b, &a, 0..nh), part(b, x, 0..nh));
+        let p_hi = affine(b, &[(&a_hi, rr), (&x_hi, 0.5)], Some(&ww), t);
+        if nh == n {
+            p_hi
+        } else {
+            let p_lo = part(b, &first, nh..n);
+            b.concat(&[&p_hi, &p_lo])
         }
     };
-    let zero = b.zeros(b.len(x));
+    let zero = b.zeros(n);
     let relu = b.mux(&sign, &zero, x);
     b.mux(&inside, &poly, &relu)
 }
@@ -222,36 +262,69 @@ pub fn gelu<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
 /// 7 truncations, 5 MUXes, 3 B2A. Low (clip 7, 3 bits, linear): 4
 /// comparisons, 0 products, 5 truncations, 4 MUXes, 2 B2A.
 pub fn exp_neg<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
+    let n = b.len(x);
+    exp_neg_split(b, x, high_count(deg, n))
+}
+
+/// [`exp_neg`], high degree on the first `nh` elements, low on the rest
+/// (as [`gelu_split`]).
+pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let r = b.ring();
     let s = r.frac();
-    let (clip, bits) = exp_clip(deg);
+    let n = b.len(x);
+    assert!(nh <= n, "{nh} high of {n} elements");
+    let (clip_h, bits_h) = exp_clip(Degree::High);
+    let (clip_l, bits_l) = exp_clip(Degree::Low);
     let nx = b.neg(x);
     let z2 = b.mul_public(&nx, &[enc(r, INV_LN2)]);
     let mut z = b.truncate(&z2, 2 * s); // an integer, not scaled
-    let over = b.sub_public(&z, &[clip + 1]);
+    let over = b.sub_public(&z, &split_const(n, nh, clip_h + 1, clip_l + 1));
     let in_range = b.msb(&over); // z ≤ clip
     let zl = b.mul_public(&z, &[enc(r, LN2)]);
     let p = b.add(x, &zl);
-    let mut e = match deg {
-        Degree::High => {
-            let [a, bb, c] = EXP_HIGH_ABC;
-            let q = b.add_public(&p, &[enc(r, bb)]);
-            let q2 = mul_rescale(b, &q, &q);
-            affine(b, &[(&q2, a)], None, c)
+    let [a, bb, c] = EXP_HIGH_ABC;
+    // High: a·(p + b)² + c; low: A1·p + A0 — one truncation for both.
+    let mut terms = Vec::new();
+    if nh > 0 {
+        let p_hi = part(b, &p, 0..nh);
+        let q = b.add_public(&p_hi, &[enc(r, bb)]);
+        let q2 = mul_rescale(b, &q, &q);
+        terms.push(b.mul_public(&q2, &[enc(r, a)]));
+    }
+    if nh < n {
+        let p_lo = part(b, &p, nh..n);
+        terms.push(b.mul_public(&p_lo, &[enc(r, EXP_LOW_A[1])]));
+    }
+    let acc = b.concat(&terms.iter().collect::<Vec<_>>());
+    let y = b.rescale(&acc);
+    let mut e = b.add_public(&y, &split_const(n, nh, enc(r, c), enc(r, EXP_LOW_A[0])));
+    for k in (0..bits_h.max(bits_l)).rev() {
+        // The elements whose degree shifts by 2^k bits: a contiguous range.
+        let start = if k < bits_h { 0 } else { nh };
+        let end = if k < bits_l { n } else { nh };
+        if start >= end {
+            continue;
         }
-        Degree::Low => affine(b, &[(&p, EXP_LOW_A[1])], None, EXP_LOW_A[0]),
-    };
-    for k in (0..bits).rev() {
-        let bit = b.ge_public(&z, &[1u64 << k]);
+        let whole = start == 0 && end == n;
+        let (mut zr, mut er) = if whole { (z.clone(), e.clone()) } else { (part(b, &z, start..end), part(b, &e, start..end)) };
+        let bit = b.ge_public(&zr, &[1u64 << k]);
         if k > 0 {
             let ba = b.b2a(&bit);
             let step = b.mul_public(&ba, &[1u64 << k]);
-            z = b.sub(&z, &step);
+            zr = b.sub(&zr, &step);
         }
-        let shifted = b.truncate(&e, 1 << k);
-        e = b.mux(&bit, &shifted, &e);
+        let shifted = b.truncate(&er, 1 << k);
+        er = b.mux(&bit, &shifted, &er);
+        if whole {
+            (z, e) = (zr, er);
+        } else {
+            let (z0, z1) = (part(b, &z, 0..start), part(b, &z, end..n));
+            let (e0, e1) = (part(b, &e, 0..start), part(b, &e, end..n));
+            z = b.concat(&[&z0, &zr, &z1]);
+            e = b.concat(&[&e0, &er, &e1]);
+        }
     }
-    let zero = b.zeros(b.len(x));
+    let zero = b.zeros(n);
     b.mux(&in_range, &e, &zero)
 }
 
@@ -322,13 +395,20 @@ pub fn reciprocal<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> B::Arit
 /// one reciprocal per row, one product per element.
 pub fn softmax<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, deg: Degree) -> B::Arith {
     let n = b.len(x);
-    assert!(row_len > 0 && n % row_len == 0, "softmax: rows of {row_len} in {n}");
+    softmax_split(b, x, row_len, high_count(deg, n))
+}
+
+/// [`softmax`] with the high-degree exp on the first `nh` elements (whole
+/// rows) and the low-degree one on the rest, in the rounds of one evaluation.
+pub fn softmax_split<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, nh: usize) -> B::Arith {
+    let n = b.len(x);
+    assert!(row_len > 0 && n % row_len == 0 && nh % row_len == 0, "softmax: rows of {row_len} in {n} ({nh} high)");
     let rows = n / row_len;
     let m = row_max(b, x, row_len);
     let bc = broadcast_idx(rows, row_len);
     let mb = b.gather(&m, &bc);
     let d = b.sub(x, &mb);
-    let e = exp_neg(b, &d, deg);
+    let e = exp_neg_split(b, &d, nh);
     let sum = b.sum_chunks(&e, row_len);
     let rcp = reciprocal(b, &sum, ceil_log2(row_len));
     let rb = b.gather(&rcp, &bc);

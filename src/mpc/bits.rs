@@ -106,9 +106,9 @@ impl BitVec {
     /// `out[i] = self[idx[i]]`.
     pub fn gather(&self, idx: &[usize]) -> BitVec {
         let mut v = BitVec::zeros(idx.len());
-        for (i, &j) in idx.iter().enumerate() {
-            if self.get(j) {
-                v.words[i / 64] |= 1 << (i % 64);
+        for (w, chunk) in v.words.iter_mut().zip(idx.chunks(64)) {
+            for (b, &j) in chunk.iter().enumerate() {
+                *w |= ((self.words[j / 64] >> (j % 64)) & 1) << b;
             }
         }
         v
@@ -119,23 +119,39 @@ impl BitVec {
         let mut v = BitVec::zeros(len);
         let mut at: usize = 0;
         for p in parts {
-            if at.is_multiple_of(64) {
-                v.words[at / 64..at / 64 + p.words.len()].copy_from_slice(&p.words);
-            } else {
-                for i in 0..p.len {
-                    if p.get(i) {
-                        v.words[(at + i) / 64] |= 1 << ((at + i) % 64);
-                    }
-                }
-            }
+            v.or_at(at, p);
             at += p.len;
         }
         v
     }
 
+    /// OR `p`'s bits into positions `at..at + p.len` (word by word).
+    fn or_at(&mut self, at: usize, p: &BitVec) {
+        let (w0, sh) = (at / 64, at % 64);
+        for (i, &w) in p.words.iter().enumerate() {
+            self.words[w0 + i] |= w << sh;
+            if sh > 0 && w0 + i + 1 < self.words.len() {
+                self.words[w0 + i + 1] |= w >> (64 - sh);
+            }
+        }
+    }
+
     /// Bits `start..start + len`.
     pub fn slice(&self, start: usize, len: usize) -> BitVec {
-        self.gather(&(start..start + len).collect::<Vec<_>>())
+        assert!(start + len <= self.len, "bits {start}..{} of {}", start + len, self.len);
+        let (w0, sh) = (start / 64, start % 64);
+        let mut v = BitVec {
+            len,
+            words: (0..words_for(len))
+                .map(|i| {
+                    let lo = self.words[w0 + i] >> sh;
+                    let hi = if sh > 0 { self.words.get(w0 + i + 1).map_or(0, |&w| w << (64 - sh)) } else { 0 };
+                    lo | hi
+                })
+                .collect(),
+        };
+        v.clear_tail();
+        v
     }
 
     pub fn count_ones(&self) -> usize {
@@ -156,12 +172,14 @@ impl BitVec {
             return None;
         }
         let mut v = BitVec::zeros(len);
-        for (i, &b) in bytes.iter().enumerate() {
-            v.words[i / 8] |= (b as u64) << (8 * (i % 8));
+        for (w, c) in v.words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            *w = u64::from_le_bytes(b);
         }
-        let before = v.words.clone();
+        let last = v.words.last().copied();
         v.clear_tail();
-        (v.words == before).then_some(v)
+        (v.words.last().copied() == last).then_some(v)
     }
 }
 

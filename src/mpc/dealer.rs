@@ -2,7 +2,7 @@
 //! CrypTen's TTP mode): input-independent values the parties consume while
 //! the protocol runs.
 //!
-//! The dealer shares one ChaCha20 seed with each party. The server (P0)
+//! The dealer shares one seed (ChaCha12 stream) with each party. The server (P0)
 //! draws every one of its shares from its seed and never talks to the
 //! dealer again; the client (P1) draws its random parts from its seed and
 //! asks the dealer for the *corrections* (e.g. c₁ = (a₀+a₁)(b₀+b₁) − c₀ of a
@@ -22,7 +22,7 @@ use super::channel::{ChannelError, MsgReader, MsgWriter, Transport};
 use crate::fixed::Ring;
 use crate::secure::bert::EngineModel;
 use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 
 /// The two parties.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,12 +60,12 @@ mod kind {
 /// Deterministic draws from one seed, shared by a party and the dealer.
 struct Draw {
     ring: Ring,
-    rng: ChaCha20Rng,
+    rng: ChaCha12Rng,
 }
 
 impl Draw {
     fn new(ring: Ring, seed: [u8; 32]) -> Self {
-        Draw { ring, rng: ChaCha20Rng::from_seed(seed) }
+        Draw { ring, rng: ChaCha12Rng::from_seed(seed) }
     }
     fn ring(&mut self, n: usize) -> Vec<u64> {
         arith::random_vec(self.ring, n, &mut self.rng)

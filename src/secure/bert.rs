@@ -24,7 +24,7 @@ use super::backend::{Backend, PublicLinear, PublicMatrix, WeightVector};
 use super::plain::PlainBackend;
 use super::report::{CostTally, OpClass, OverflowCount, OverflowTally, Scope};
 use super::weights::{BertWeights, Dense, LayerNormWeights};
-use crate::fixed::approx::{gelu, layer_norm, softmax, tanh, Degree};
+use crate::fixed::approx::{gelu, gelu_split, layer_norm, softmax, softmax_split, tanh, Degree};
 use crate::fixed::{Ring, Truncation};
 use serde::{Deserialize, Serialize};
 
@@ -372,9 +372,14 @@ pub fn forward_on<B: Backend>(
         let probs = match &reduced_rows {
             None => softmax(b, &scores, n, Degree::High),
             Some(p) => {
+                // Both groups in one evaluation (the rounds of one softmax).
                 let (hi, lo) = b.split_rows(&scores, h * n, p);
-                let a_hi = softmax(b, &hi, n, Degree::High);
-                let a_lo = softmax(b, &lo, n, Degree::Low);
+                let nh = b.len(&hi);
+                let both = b.concat(&[&hi, &lo]);
+                let a = softmax_split(b, &both, n, nh);
+                let total = b.len(&a);
+                let a_hi = b.gather(&a, &(0..nh).collect::<Vec<_>>());
+                let a_lo = b.gather(&a, &(nh..total).collect::<Vec<_>>());
                 b.merge_rows(&a_hi, &a_lo, h * n, p)
             }
         };
@@ -463,8 +468,12 @@ pub fn forward_on<B: Backend>(
             None => gelu(b, &u, Degree::High),
             Some(p) => {
                 let (hi, lo) = b.split_rows(&u, f, p);
-                let g_hi = gelu(b, &hi, Degree::High);
-                let g_lo = gelu(b, &lo, Degree::Low);
+                let nh = b.len(&hi);
+                let both = b.concat(&[&hi, &lo]);
+                let g = gelu_split(b, &both, nh);
+                let total = b.len(&g);
+                let g_hi = b.gather(&g, &(0..nh).collect::<Vec<_>>());
+                let g_lo = b.gather(&g, &(nh..total).collect::<Vec<_>>());
                 b.merge_rows(&g_hi, &g_lo, f, p)
             }
         };

@@ -295,3 +295,38 @@ fn row_max_handles_odd_widths() {
     }
 }
 
+
+/// Mixing degrees in one evaluation changes nothing but the rounds: the
+/// values and the primitive counts are those of two separate calls.
+#[test]
+fn split_degrees_equal_separate_calls() {
+    let r = Ring::BOLT;
+    let row = 6;
+    let xs: Vec<f64> = grid(-7.0, 3.0, 6 * row - 1);
+    for nh_rows in [0usize, 2, 6] {
+        let nh = nh_rows * row;
+        let (split, _, c_split) = run(r, &xs, |b, x| {
+            let g = gelu_split(b, x, nh);
+            let s = softmax_split(b, x, row, nh);
+            b.concat(&[&g, &s])
+        });
+        let (sep, _, c_sep) = run(r, &xs, |b, x| {
+            let n = b.len(x);
+            let (hi, lo) = (b.gather(x, &(0..nh).collect::<Vec<_>>()), b.gather(x, &(nh..n).collect::<Vec<_>>()));
+            let mut parts = Vec::new();
+            for (deg, v) in [(Degree::High, &hi), (Degree::Low, &lo)] {
+                if b.len(v) > 0 {
+                    parts.push(gelu(b, v, deg));
+                }
+            }
+            for (deg, v) in [(Degree::High, &hi), (Degree::Low, &lo)] {
+                if b.len(v) > 0 {
+                    parts.push(softmax(b, v, row, deg));
+                }
+            }
+            b.concat(&parts.iter().collect::<Vec<_>>())
+        });
+        assert_eq!(split, sep, "{nh_rows} high rows");
+        assert_eq!(c_split, c_sep, "{nh_rows} high rows: counts");
+    }
+}
