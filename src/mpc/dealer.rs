@@ -55,6 +55,7 @@ mod kind {
     pub const WEIGHT_VEC: u64 = 8;
     pub const PERM_NEW: u64 = 9;
     pub const PERM_APPLY: u64 = 10;
+    pub const AND_ARITH: u64 = 11;
 }
 
 /// Deterministic draws from one seed, shared by a party and the dealer.
@@ -115,6 +116,16 @@ pub struct MuxCorr {
     pub t_arith: Vec<u64>,
     pub v: Vec<u64>,
     pub w: Vec<u64>,
+}
+
+/// Random bits u, v shared as bits, and u, v and u·v shared in the ring:
+/// turns x ∧ y on bit shares into ring shares in one round.
+pub struct AndArith {
+    pub u: BitVec,
+    pub v: BitVec,
+    pub ua: Vec<u64>,
+    pub va: Vec<u64>,
+    pub uva: Vec<u64>,
 }
 
 /// One party's side of a permutation correlation for σ known to one party:
@@ -256,6 +267,16 @@ impl Correlations {
             Party::Client => self.ask(&[kind::B2A, n as u64], false, |rd| rd.ring(n))?,
         };
         Ok(B2aPair { t, t_arith })
+    }
+
+    pub fn and_arith(&mut self, n: usize) -> Result<AndArith, ChannelError> {
+        let u = self.draw.bits(n);
+        let v = self.draw.bits(n);
+        let (ua, va, uva) = match self.party {
+            Party::Server => (self.draw.ring(n), self.draw.ring(n), self.draw.ring(n)),
+            Party::Client => self.ask(&[kind::AND_ARITH, n as u64], false, |rd| Ok((rd.ring(n)?, rd.ring(n)?, rd.ring(n)?)))?,
+        };
+        Ok(AndArith { u, v, ua, va, uva })
     }
 
     pub fn mux(&mut self, n: usize) -> Result<MuxCorr, ChannelError> {
@@ -436,6 +457,16 @@ pub fn serve_dealer(
                 let v = arith::add(ring, &v0, &v1);
                 let tv = arith::mul_cyclic(ring, &t, &v);
                 out.ring(&arith::sub(ring, &t, &ta0)).ring(&arith::sub(ring, &tv, &w0))
+            }
+            kind::AND_ARITH => {
+                let n = arg(1)?;
+                let (u0, v0) = (p0.bits(n), p0.bits(n));
+                let (ua0, va0, uva0) = (p0.ring(n), p0.ring(n), p0.ring(n));
+                let (u1, v1) = (p1.bits(n), p1.bits(n));
+                let u = u0.xor(&u1).to_u64s();
+                let v = v0.xor(&v1).to_u64s();
+                let uv = arith::mul_cyclic(ring, &u, &v);
+                out.ring(&arith::sub(ring, &u, &ua0)).ring(&arith::sub(ring, &v, &va0)).ring(&arith::sub(ring, &uv, &uva0))
             }
             kind::WEIGHT => {
                 let (id, rows, in_dim, out_dim) = (arg(1)?, arg(2)?, arg(3)?, arg(4)?);

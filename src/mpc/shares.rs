@@ -312,11 +312,39 @@ impl SharesBackend {
         let mut res = self.compare_tree(vec![low, high]);
         let (g_hi, e_hi) = res.pop().expect("high");
         let (g_lo, _) = res.pop().expect("low");
-        let carry = self.and_bits(&e_hi, &g_lo);
-        let wrap = g_hi.xor(&carry);
-        let both = self.bits_to_ring(&BitVec::concat(&[&g_lo, &wrap]));
-        let (borrow, wrap) = both.split_at(n);
+        // In one round, as ring shares: borrow = g_lo and wrap = g_hi +
+        // e_hi·g_lo (the two terms exclude each other).
+        let aa = self.corr.and_arith(n);
+        let aa = self.ok(aa);
+        let t = self.corr.b2a(n);
+        let t = self.ok(t);
+        let msg = MsgWriter::new(r).bits(&e_hi.xor(&aa.u)).bits(&g_lo.xor(&aa.v)).bits(&g_hi.xor(&t.t)).finish();
+        let got = self.exchange(msg);
+        let (p1, p2, p3) = self.parse(&got, |rd| Ok((rd.bits(n)?, rd.bits(n)?, rd.bits(n)?)));
+        let (d1, d2, d3) = (e_hi.xor(&aa.u).xor(&p1), g_lo.xor(&aa.v).xor(&p2), g_hi.xor(&t.t).xor(&p3));
         let server = self.is_server();
+        // A bit x = d ⊕ u as a ring value: d + (1 − 2d)·u.
+        let lift = |d: bool, share: u64| -> u64 { if d { r.sub(server as u64, share) } else { share } };
+        let mut borrow = Vec::with_capacity(n);
+        let mut wrap = Vec::with_capacity(n);
+        for i in 0..n {
+            let (a, b, c) = (d1.get(i), d2.get(i), d3.get(i));
+            borrow.push(lift(b, aa.va[i]));
+            // (a + (1−2a)u)(b + (1−2b)v) expanded over the shares of u, v, uv.
+            let sa = if a { r.neg(1) } else { 1 };
+            let sb = if b { r.neg(1) } else { 1 };
+            let mut carry = r.mul(r.mul(sa, sb), aa.uva[i]);
+            if a {
+                carry = r.add(carry, r.mul(sb, aa.va[i]));
+            }
+            if b {
+                carry = r.add(carry, r.mul(sa, aa.ua[i]));
+            }
+            if a && b && server {
+                carry = r.add(carry, 1);
+            }
+            wrap.push(r.add(lift(c, t.t_arith[i]), carry));
+        }
         let shift_back = half >> k;
         (0..n)
             .map(|i| {
