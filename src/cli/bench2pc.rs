@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use cipherprune::mpc::bench::{compaction_point, shape, shape_run};
+use cipherprune::mpc::bench::{compaction_point, shape, shape_run, Cut};
 use cipherprune::mpc::cost::{LAN, WAN};
 use cipherprune::mpc::eval::cost_report;
 use cipherprune::mpc::sort::Compaction;
@@ -31,6 +31,10 @@ pub struct Bench2pcArgs {
     pub shapes: Vec<String>,
     #[arg(long, value_delimiter = ',', default_value = "128")]
     pub tokens: Vec<usize>,
+    /// How thresholds calibrated on random weights round when scores tie at
+    /// the cut: keep at least, or at most, the paper's token counts.
+    #[arg(long, value_enum, default_value = "at-least")]
+    pub cut: Cut,
     /// Compaction used in the shape runs.
     #[arg(long, value_enum, default_value = "shuffle")]
     pub with: Compaction,
@@ -76,7 +80,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
     let mut shapes = Vec::new();
     for s in &args.shapes {
         for &t in &args.tokens {
-            let r = shape_run(s, t, args.with, args.seed, &|what| {
+            let r = shape_run(s, t, args.with, args.cut, args.seed, &|what| {
                 if !args.json {
                     eprintln!("bert-{s} at {t} tokens: {what}");
                 }

@@ -172,9 +172,9 @@ pub fn paper_schedule(layers: usize, tokens: usize) -> Vec<usize> {
 /// layer) on `input`, and reduce half of the kept tokens in every layer:
 /// chosen layer by layer from the engine's own scores, between the scores
 /// of the last kept and the first pruned token. Returns them with the
-/// schedule actually reached (two scores closer than the threshold's
-/// granularity can keep a token fewer).
-pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedule: &[usize]) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+/// schedule actually reached (scores closer than the threshold's
+/// granularity, θ·H·n in steps of H·n/2^s, can keep a few more).
+pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedule: &[usize], cut_rule: Cut) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
     let layers = model.num_layers();
     let s = (ring.frac() as f64).exp2();
     let mut thetas = vec![0.0; layers];
@@ -192,9 +192,13 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
         if k >= scores.len() {
             return scores[scores.len() - 1].div_euclid(scale);
         }
-        // Smallest t with t·scale above the first score to drop; it keeps
-        // the k-th unless the two are closer than `scale`.
-        scores[k].div_euclid(scale) + 1
+        match cut_rule {
+            // Largest t with t·scale at or below the k-th score: keeps at
+            // least k (more when scores closer than `scale` tie at the cut).
+            Cut::AtLeast => scores[k - 1].div_euclid(scale),
+            // Smallest t with t·scale above the (k+1)-th: keeps at most k.
+            Cut::AtMost => scores[k].div_euclid(scale) + 1,
+        }
     };
     for l in 0..layers {
         let cfg = EngineConfig {
@@ -224,6 +228,16 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
     (thetas, betas, reached)
 }
 
+/// Which way [`calibrate`] rounds when scores tie at the cut (the
+/// threshold's resolution is H·n/2^s on ΣA): keep at least, or at most, the
+/// scheduled number of tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cut {
+    AtLeast,
+    AtMost,
+}
+
 /// One BERT shape through the protocol, pruned (calibrated to `schedule`)
 /// and unpruned.
 #[derive(Clone, Debug, Serialize)]
@@ -232,6 +246,7 @@ pub struct ShapeRun {
     pub tokens: usize,
     pub schedule_target: Vec<usize>,
     pub schedule_reached: Vec<usize>,
+    pub cut: Cut,
     pub bit_identical: bool,
     #[serde(skip)]
     pub pruned: SharesSummary,
@@ -241,7 +256,7 @@ pub struct ShapeRun {
 
 /// # Errors
 /// A protocol error (in-process: only a bug).
-pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
+pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, cut: Cut, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
     let config = shape(name).expect("known shape");
     let ring = Ring::BOLT;
     let layers = config.num_hidden_layers;
@@ -256,7 +271,7 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, seed: u64, p
     let (input, _) = encode_input(ring, &emb);
     let target = paper_schedule(layers, tokens);
     progress("calibrating thresholds");
-    let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target);
+    let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target, cut);
     let opts = SharesOptions { truncation: Truncation::Exact, compaction, analysis: false };
     let mut out = Vec::new();
     let mut identical = true;
@@ -280,5 +295,5 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, seed: u64, p
     }
     let unpruned = out.pop().expect("two");
     let pruned = out.pop().expect("two");
-    Ok(ShapeRun { shape: name.into(), tokens, schedule_target: target, schedule_reached: reached, bit_identical: identical, pruned, unpruned })
+    Ok(ShapeRun { shape: name.into(), tokens, schedule_target: target, schedule_reached: reached, cut, bit_identical: identical, pruned, unpruned })
 }

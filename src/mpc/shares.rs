@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | linear layer `x·W` | client sends x₁ − R; server computes (x₀ + x₁ − R)·W + V; client keeps U (U + V = R·W) | 1 |
 //! | secret × secret | Beaver triple (element-wise or matrix) | 1 |
-//! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, bits to ring | 2 + ⌈log₂⌉ depth |
+//! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, wrap and borrow lifted to the ring together | 2 + circuit depth (7 at 37/12) |
 //! | MSB / comparison | open x + r, ℓ−1-bit comparison circuit on r's bit shares | 1 + ⌈log₂(ℓ−1)⌉ |
 //! | MUX | open b ⊕ t and (x₁ − x₀) − v together | 1 |
 //! | bit → ring | open b ⊕ t | 1 |
