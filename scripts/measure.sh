@@ -2,7 +2,7 @@
 # Reproduces every number in the README's result tables, one job at a time
 # (on 2 cores, concurrent candle jobs spin against each other). Idempotent
 # where the commands are: finished GLUE runs are skipped, the sweep resumes.
-# About 2.5 hours on 2 cores. Needs ../shared/glue (or pass a GLUE root).
+# About 3.5 hours on 2 cores. Needs ../shared/glue (or pass a GLUE root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 glue=${1:-../shared/glue}
@@ -35,6 +35,16 @@ for ring in bolt cipherprune crypten; do
   $bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --ring $ring --json > runs/secure-sst2-$ring.json
 done
 $bin secure-eval --checkpoint runs/prune-mrpc3 --thresholds runs/thresholds-mrpc.yaml --ring bolt --json > runs/secure-mrpc-bolt.json
+
+# Two-party computation (README "Two-party computation"): SST-2 through the
+# protocol in-process, then the compactions and the BERT shapes.
+$bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --backend shares --limit 200 --json > runs/secure-sst2-shares.json
+mkdir -p runs/bench
+$bin bench-2pc --compaction --n 32,64,128,256 --pruned 0.05,0.25,0.5,0.75 --out runs/bench/compaction.json
+for spec in medium:128:at-least base:128:at-least large:128:at-most medium:512:at-least base:512:at-least medium:512:at-most; do
+  IFS=: read -r s t c <<<"$spec"
+  $bin bench-2pc --shapes $s --tokens $t --cut $c --out runs/bench/shape-$s-$t-$c.json
+done
 
 # Speed (README "Speed").
 $bin bench --engine
