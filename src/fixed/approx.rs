@@ -402,7 +402,7 @@ pub fn softmax<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, deg: Degree)
 /// rows) and the low-degree one on the rest, in the rounds of one evaluation.
 pub fn softmax_split<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, nh: usize) -> B::Arith {
     let n = b.len(x);
-    assert!(row_len > 0 && n % row_len == 0 && nh % row_len == 0, "softmax: rows of {row_len} in {n} ({nh} high)");
+    assert!(row_len > 0 && n.is_multiple_of(row_len) && nh.is_multiple_of(row_len), "softmax: rows of {row_len} in {n} ({nh} high)");
     let rows = n / row_len;
     let m = row_max(b, x, row_len);
     let bc = broadcast_idx(rows, row_len);

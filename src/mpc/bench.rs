@@ -28,6 +28,9 @@ fn empty_model(ring: Ring) -> EngineModel {
     EngineModel::from_weights(&BertWeights::random(c, 2, 0), &ring)
 }
 
+/// One party's result and communication.
+type PartyResult<R> = (R, CommTally);
+
 /// Run `f` as both parties (threads) with a dealer; returns each party's
 /// result and communication.
 fn two_party<R: Send>(
@@ -35,13 +38,13 @@ fn two_party<R: Send>(
     opts: SharesOptions,
     seed: u64,
     f: &(dyn Fn(&mut SharesBackend) -> R + Sync),
-) -> Result<((R, CommTally), (R, CommTally)), ChannelError> {
+) -> Result<(PartyResult<R>, PartyResult<R>), ChannelError> {
     let model = empty_model(ring);
     let seeds = session_seeds(&mut ChaCha8Rng::seed_from_u64(seed));
     let t = Duration::from_secs(600);
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
-    let party = |bk: SharesBackend| -> Result<(R, CommTally), ChannelError> {
+    let party = |bk: SharesBackend| -> Result<PartyResult<R>, ChannelError> {
         let mut bk = bk;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut bk)));
         match r {
