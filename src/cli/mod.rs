@@ -39,7 +39,7 @@ pub enum Command {
     Simulate(simulate::SimArgs),
     /// Write a pruned run's thresholds as a versioned YAML file.
     Export(export::ExportArgs),
-    /// Float simulation vs the fixed-point engine on the same examples: accuracy, agreement, cost.
+    /// Float simulation vs the fixed-point engine (and with --backend shares the real two-party protocol): accuracy, agreement, cost.
     SecureEval(secure_eval::SecureEvalArgs),
     /// Serve the pruned model as the server party of a two-party computation (TCP).
     Serve(serve::ServeArgs),
