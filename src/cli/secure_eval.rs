@@ -72,7 +72,8 @@ pub struct SecureEvalArgs {
     #[arg(long, value_enum, default_value = "engine")]
     pub backend: BackendKind,
     /// How the protocol moves kept rows together and partitions reduced ones.
-    #[arg(long, value_enum, default_value = "swap")]
+    /// (default shuffle: cheapest in every measurement, see the README)
+    #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
 }
 

@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// SecureML's local truncation (no communication, rare large errors).
     #[arg(long, value_enum, default_value = "exact")]
     pub truncation: TruncMode,
-    #[arg(long, value_enum, default_value = "swap")]
+    /// (default shuffle: cheapest in every measurement, see the README)
+    #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
     /// Stop after this many sessions (0: serve until killed).
     #[arg(long, default_value_t = 0)]
