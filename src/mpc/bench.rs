@@ -6,8 +6,8 @@ use super::channel::{mem_pair, ChannelError};
 use super::cost::CommTally;
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use super::eval::SharesSummary;
-use super::session::run_in_process;
-use super::shares::{Abort, SharesBackend, SharesOptions};
+use super::session::{run_in_process, run_protocol};
+use super::shares::{SharesBackend, SharesOptions};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::secure::backend::Backend;
@@ -44,21 +44,7 @@ fn two_party<R: Send>(
     let t = Duration::from_secs(600);
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
-    let party = |bk: SharesBackend| -> Result<PartyResult<R>, ChannelError> {
-        let mut bk = bk;
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut bk)));
-        match r {
-            Ok(v) => {
-                let (_, comm, mut corr) = bk.finish();
-                corr.finish()?;
-                Ok((v, comm))
-            }
-            Err(p) => match p.downcast::<Abort>() {
-                Ok(a) => Err(a.0),
-                Err(p) => std::panic::resume_unwind(p),
-            },
-        }
-    };
+    let party = |bk: SharesBackend| run_protocol(bk, f).map(|(v, _, comm)| (v, comm));
     std::thread::scope(|s| {
         let model = &model;
         let dealer = s.spawn(move || {

@@ -40,22 +40,34 @@ pub fn client_thresholds(server: &[LayerThresholds]) -> Vec<LayerThresholds> {
 /// # Errors
 /// The first protocol error: the peer hung up, stalled or sent garbage.
 pub fn run_party(
-    mut backend: SharesBackend,
+    backend: SharesBackend,
     model: &EngineModel,
     thresholds: &[LayerThresholds],
     input: &[u64],
     n: usize,
 ) -> Result<PartyOutcome, ChannelError> {
-    let res = catch_unwind(AssertUnwindSafe(|| {
-        backend.set_scope(OpClass::Input, None);
-        let x = backend.input(input);
-        forward_on(&mut backend, model, thresholds, x, n)
-    }));
-    match res {
-        Ok(trace) => {
+    let (trace, meter, comm) = run_protocol(backend, |b| {
+        b.set_scope(OpClass::Input, None);
+        let x = b.input(input);
+        forward_on(b, model, thresholds, x, n)
+    })?;
+    Ok(PartyOutcome { trace, meter, comm })
+}
+
+/// Run `f` as one party, turning a protocol abort back into its error;
+/// then close the books and tell the dealer the session is over.
+///
+/// # Errors
+/// The first protocol error.
+pub fn run_protocol<R>(
+    mut backend: SharesBackend,
+    f: impl FnOnce(&mut SharesBackend) -> R,
+) -> Result<(R, Meter, CommTally), ChannelError> {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut backend))) {
+        Ok(v) => {
             let (meter, comm, mut corr) = backend.finish();
             corr.finish()?;
-            Ok(PartyOutcome { trace, meter, comm })
+            Ok((v, meter, comm))
         }
         Err(p) => match p.downcast::<Abort>() {
             Ok(a) => Err(a.0),

@@ -167,7 +167,7 @@ impl SharesBackend {
                         diff.push(if i & k == 0 { r.sub(keys[l], keys[i]) } else { r.sub(keys[i], keys[l]) });
                     }
                 }
-                let swap = self.msb_bits(&diff);
+                let swap = self.uncounted(|b| crate::secure::backend::Backend::msb(b, &diff));
                 let step = SwapStep { pairs, swap };
                 keys = self.swap_rows(&step, &keys, 1);
                 steps.push(step);
@@ -192,15 +192,10 @@ impl SharesBackend {
         let idx: Vec<u64> = (0..n as u64).collect();
         let rank_head = arith::sub(r, &self.plus_public(&vec![0; n], &idx), &rank_tail);
         let to_tail = self.plus_public(&rank_tail, &[head]);
-        let tail_bits = {
-            // Back to bits for the MUX: the group bits as the caller gave them
-            // were consumed; recompute from the ring shares' sum is not local,
-            // so select with an arithmetic product instead: dest = head_rank +
-            // t·(to_tail − head_rank).
-            let z = arith::sub(r, &to_tail, &rank_head);
-            self.mul_ring(tail_ring, &z)
-        };
-        let dest = arith::add(r, &rank_head, &tail_bits);
+        // dest = head rank + t·(head + tail rank − head rank): one product.
+        let z = arith::sub(r, &to_tail, &rank_head);
+        let shift = self.uncounted(|b| crate::secure::backend::Backend::mul(b, &tail_ring.to_vec(), &z));
+        let dest = arith::add(r, &rank_head, &shift);
         let perms = [self.new_perm(n, Party::Server), self.new_perm(n, Party::Client)];
         let shuffled = self.shuffle(&perms, &dest, 1, false);
         let opened = self.open(&shuffled);
@@ -223,21 +218,13 @@ impl SharesBackend {
         self.ok(h)
     }
 
-    /// Element-wise product of two shared vectors (Beaver), not counted as a
-    /// model primitive (it belongs to the schedule).
-    fn mul_ring(&mut self, a: &[u64], b: &[u64]) -> Vec<u64> {
+    /// Run `f` without adding to the primitive counts: the schedule's own
+    /// products, comparisons and MUXes are not model primitives (the
+    /// compaction is counted once, by its cost model).
+    fn uncounted<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
         use crate::secure::backend::Backend;
         let saved = self.meter().cost.clone();
-        let out = self.mul(&a.to_vec(), &b.to_vec());
-        self.meter().cost = saved;
-        out
-    }
-
-    /// MSB of shared values, not counted as a model primitive.
-    fn msb_bits(&mut self, a: &[u64]) -> BitVec {
-        use crate::secure::backend::Backend;
-        let saved = self.meter().cost.clone();
-        let out = self.msb(&a.to_vec());
+        let out = f(self);
         self.meter().cost = saved;
         out
     }
@@ -280,20 +267,12 @@ impl SharesBackend {
         let left: Vec<u64> = li.iter().map(|&i| x[i]).collect();
         let right: Vec<u64> = ri.iter().map(|&i| x[i]).collect();
         let bits = step.swap.gather(&(0..li.len()).map(|i| i / width).collect::<Vec<_>>());
-        let new_left = self.mux_raw(&bits, &right, &left);
+        let new_left = self.uncounted(|b| crate::secure::backend::Backend::mux(b, &bits, &right, &left));
         let mut out = x.to_vec();
         for (k, (&i, &j)) in li.iter().zip(&ri).enumerate() {
             out[i] = new_left[k];
             out[j] = r.sub(r.add(left[k], right[k]), new_left[k]);
         }
-        out
-    }
-
-    fn mux_raw(&mut self, b: &BitVec, x1: &[u64], x0: &[u64]) -> Vec<u64> {
-        use crate::secure::backend::Backend;
-        let saved = self.meter().cost.clone();
-        let out = self.mux(b, &x1.to_vec(), &x0.to_vec());
-        self.meter().cost = saved;
         out
     }
 
