@@ -14,10 +14,19 @@ mkdir -p runs/ablation
 scripts/glue-runs.sh "$glue" sst2 mrpc
 
 # Threshold learning (README "Threshold learning"): the λ sweep on SST-2
-# (its λ = 0.05 point is the SST-2 result), then MRPC.
-$bin sweep --checkpoint runs/glue/sst2 --data-dir "$glue" --lambdas 0.05,0.2 --limit 4000 --out runs/sweep-sst2 -q
+# (its λ = 0.3 point is configs/prune-sst2.yaml, the SST-2 result), the
+# other SST-2 rows, then MRPC.
+$bin sweep --config configs/prune-sst2.yaml --data-dir "$glue" --lambdas 0.1,0.3,0.5 --out runs/sweep-sst2 -q
+sst=runs/sweep-sst2/lambda-0.3
+p="$bin prune --config configs/prune-sst2.yaml --data-dir $glue -q"
+[[ -f runs/prune-sst2-l05/summary.json ]] || $p --lambda 0.5 --limit 8000 --lr 1e-4 --out runs/prune-sst2-l05
+[[ -f runs/prune-sst2-cum/summary.json ]] || $p --cumulative --out runs/prune-sst2-cum
+[[ -f runs/prune-sst2-hard/summary.json ]] || $p --checkpoint $sst/soft --soft-epochs 0 --limit 12000 --lr 1e-4 --out runs/prune-sst2-hard
+[[ -f runs/prune-sst2-r2/summary.json ]] || $p --checkpoint $sst --teacher runs/glue/sst2 --lambda 0.5 --out runs/prune-sst2-r2
+# The thresholds of "Simulated vs secure" and "Two-party computation": the
+# recipe before min_train_tokens and distillation, λ = 0.05.
+[[ -f runs/prune-sst2/summary.json ]] || $p --lambda 0.05 --min-train-tokens 0 --distill 0 --limit 2000 --out runs/prune-sst2
 [[ -f runs/prune-mrpc3/summary.json ]] || $bin prune --config configs/prune-mrpc.yaml --data-dir "$glue" --out runs/prune-mrpc3 -q
-sst=runs/sweep-sst2/lambda-0.05
 
 # Ablation rows: exact; high-degree approximations; + pruning; + pruning and reduction.
 for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
@@ -27,6 +36,10 @@ for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   $bin simulate --checkpoint "$pr" --no-reduce --json > runs/ablation/$task-prune.json
   $bin simulate --checkpoint "$pr" --json > runs/ablation/$task-full.json
 done
+$bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json
+
+# The secure checks below use the λ = 0.05 thresholds.
+sst=runs/prune-sst2
 
 # Secure evaluation (README "Simulated vs secure").
 $bin export --checkpoint $sst --out runs/thresholds-sst2.yaml -q

@@ -59,6 +59,22 @@ pub struct PruneArgs {
     /// Learn no reduction thresholds (pruning only; ablation row).
     #[arg(long)]
     pub no_reduce: bool,
+    /// Cumulative soft masks: Π_{k≤l} Mθ_k scales token i from layer l on,
+    /// as a hard mask removes it for good.
+    #[arg(long)]
+    pub cumulative: bool,
+    /// Skip training rows shorter than this many tokens (thresholds are
+    /// absolute scores, which scale as 1/length).
+    #[arg(long)]
+    pub min_train_tokens: Option<usize>,
+    /// Distillation weight in [0, 1] towards the starting model's exact
+    /// predictions (0: labels only).
+    #[arg(long)]
+    pub distill: Option<f64>,
+    /// Model to distil from (default: --checkpoint), e.g. the fine-tuned run
+    /// when --checkpoint is an earlier pruning run.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
     #[arg(long)]
     pub save_every: Option<usize>,
     #[arg(long)]
@@ -100,6 +116,10 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = args.beta_gap { cfg.beta_gap_init = v; }
     if args.no_prune { cfg.prune = false; }
     if args.no_reduce { cfg.reduce = false; }
+    if args.cumulative { cfg.cumulative = true; }
+    if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
+    if let Some(v) = args.distill { cfg.distill = v; }
+    if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
     if let Some(v) = args.save_every { cfg.save_every = v; }
     if let Some(v) = args.eval_every { cfg.eval_every = v; }
     if let Some(v) = c.batch_size { cfg.batch_size = v; }

@@ -28,8 +28,13 @@ pub enum Masking {
     /// Every real token is live in every layer; no reduction.
     Off,
     /// Threshold learning: per-layer θ and β as (layers,) tensors that may
-    /// carry gradients, and the temperature T.
-    Soft { theta: Tensor, beta: Tensor, temperature: f64 },
+    /// carry gradients, and the temperature T. `cumulative` makes the soft
+    /// masks follow the hard ones' "never live again": token i's output is
+    /// scaled by Π_{k≤l} Mθ_k, and in later layers its attention weight as a
+    /// key and its weight as a query in the score are scaled by it too.
+    /// Otherwise (LTP) a token scaled away in layer l comes back in layer
+    /// l + 1 as a mixture of the others, which a hard mask never does.
+    Soft { theta: Tensor, beta: Tensor, temperature: f64, cumulative: bool },
     /// Inference: per-layer thresholds; `None` turns pruning or reduction off.
     Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>> },
 }
@@ -106,12 +111,16 @@ impl Bert {
         let mut live = inputs.mask.to_dtype(DType::F32)?;
         let mut positions: Vec<usize> = (0..t).collect(); // physical mode
         let mut w_low_prev: Option<Tensor> = None; // (b, seq): weight of the low softmax per query row
+        let mut soft_live: Option<Tensor> = None; // (b, seq): Π_k Mθ_k of cumulative soft masks
         let (mut scores_out, mut traces, mut attentions, mut keep_masks) = (vec![], vec![], vec![], vec![]);
         let (mut l_prune, mut l_approx) = (vec![], vec![]);
 
         for (l, layer) in self.layers.iter().enumerate() {
             let seq = x.dim(1)?;
-            let bias = attention_bias(&live)?;
+            let mut bias = attention_bias(&live)?;
+            if let Some(m) = &soft_live {
+                bias = bias.broadcast_add(&m.clamp(1e-6f32, 1f32)?.log()?.reshape((b, 1, 1, seq))?)?;
+            }
             let (q, k, v) = (self.split_heads(&layer.query.forward(&x)?)?, self.split_heads(&layer.key.forward(&x)?)?, self.split_heads(&layer.value.forward(&x)?)?);
             let logits = (q.matmul(&k.t()?)? * (1.0 / (self.cfg.head_dim() as f64).sqrt()))?.broadcast_add(&bias)?;
             let probs = match (approx, &w_low_prev) {
@@ -132,16 +141,25 @@ impl Bert {
             let mut out_scale: Option<Tensor> = None;
             let mut score = None;
             if !matches!(plan.masking, Masking::Off) {
-                let n = live.sum_keepdim(1)?; // (b, 1)
-                let col = probs.broadcast_mul(&live.reshape((b, 1, seq, 1))?)?.sum(2)?.sum(1)?; // (b, seq)
+                let weight = soft_live.as_ref().unwrap_or(&live);
+                let n = weight.sum_keepdim(1)?; // (b, 1)
+                let col = probs.broadcast_mul(&weight.reshape((b, 1, seq, 1))?)?.sum(2)?.sum(1)?; // (b, seq)
                 let s = col.broadcast_div(&(n * heads)?)?;
                 let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), &dev)?;
                 let (hard_keep, reduced) = match &plan.masking {
                     Masking::Off => unreachable!(),
-                    Masking::Soft { theta, beta, temperature } => {
+                    Masking::Soft { theta, beta, temperature, cumulative } => {
                         let (th, be) = (theta.narrow(0, l, 1)?, beta.narrow(0, l, 1)?);
                         let m_theta = sigmoid(&(s.broadcast_sub(&th)? / *temperature)?)?;
                         let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
+                        let m_theta = match (cumulative, &soft_live) {
+                            (false, _) => m_theta,
+                            (true, prev) => {
+                                let m = match prev { Some(p) => (p * &m_theta)?, None => m_theta };
+                                soft_live = Some(m.clone());
+                                m
+                            }
+                        };
                         let denom = live.sum_all()?;
                         l_prune.push((m_theta.sum_all()? / &denom)?);
                         keep_masks.push(m_theta.clone());

@@ -34,6 +34,9 @@ pub struct PruneConfig {
     pub theta_init: f64,
     /// Initial β − θ.
     pub beta_gap_init: f64,
+    /// Cumulative soft masks (see `Masking::Soft`): a token scaled away stays
+    /// away, as with hard masks, and L_prune becomes the soft relative work.
+    pub cumulative: bool,
     /// Learn and apply pruning thresholds θ.
     pub prune: bool,
     /// Learn and apply reduction thresholds β (low-degree functions).
@@ -44,6 +47,17 @@ pub struct PruneConfig {
     pub max_seq_len: usize,
     pub seed: u64,
     pub limit: Option<usize>,
+    /// Training rows with fewer real tokens are skipped (before `limit`).
+    /// Thresholds are absolute scores and scores scale as 1/n, so θ learned
+    /// on short phrases prunes differently on longer sentences.
+    pub min_train_tokens: usize,
+    /// Weight w of distillation: the task loss becomes (1 − w)·L(labels) +
+    /// w·L(the starting model's exact, unpruned predictions). 0 turns it off.
+    pub distill: f64,
+    /// The model whose exact predictions are distilled (a fine-tuned run);
+    /// default: `checkpoint`. Lets a second round of pruning, started from
+    /// a pruned run, still learn from the unpruned model.
+    pub teacher: Option<PathBuf>,
     pub eval_limit: Option<usize>,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
@@ -67,6 +81,7 @@ impl Default for PruneConfig {
             alpha: 0.5,
             theta_init: 0.0,
             beta_gap_init: 0.02,
+            cumulative: false,
             prune: true,
             reduce: true,
             warmup_ratio: 0.06,
@@ -75,6 +90,9 @@ impl Default for PruneConfig {
             max_seq_len: 128,
             seed: 42,
             limit: None,
+            min_train_tokens: 0,
+            distill: 0.0,
+            teacher: None,
             eval_limit: None,
             freeze_word_embeddings: true,
             save_every: 200,
@@ -102,6 +120,9 @@ impl PruneConfig {
         }
         if !pos(self.beta_gap_init) || !self.theta_init.is_finite() {
             return bad("beta_gap_init must be positive and theta_init a number");
+        }
+        if !(0.0..=1.0).contains(&self.distill) {
+            return bad("distill must be in [0, 1]");
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad("warmup_ratio must be in [0, 1)");

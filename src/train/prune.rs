@@ -41,6 +41,9 @@ struct PruneStage {
     dev: Vec<Encoded>,
     cfg: PruneConfig,
     soft: bool,
+    /// Distillation targets per training row (the starting model's exact
+    /// logits), when `cfg.distill > 0`.
+    teacher: Option<std::sync::Arc<Vec<Vec<f32>>>>,
 }
 
 impl PruneStage {
@@ -48,7 +51,7 @@ impl PruneStage {
         if self.soft {
             Ok(Plan {
                 numerics: Numerics::Approx,
-                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature },
+                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature, cumulative: self.cfg.cumulative },
                 physical: false,
             })
         } else {
@@ -71,6 +74,12 @@ impl Stage for PruneStage {
         let task = task_loss(&logits, &b.labels, self.task.is_regression())?;
         let mut extra = vec![("task_loss".to_string(), task.to_scalar::<f32>()? as f64)];
         let mut loss = task;
+        if let Some(t) = &self.teacher {
+            let w = self.cfg.distill;
+            let d = distill_loss(&logits, b.indices.iter().map(|&i| t[i].as_slice()), self.task.is_regression())?;
+            extra.push(("distill_loss".into(), d.to_scalar::<f32>()? as f64));
+            loss = ((loss * (1.0 - w))? + (d * w)?)?;
+        }
         if self.soft {
             let mut reg: Option<Tensor> = None;
             if let (true, Some(p)) = (self.cfg.prune, &out.l_prune) {
@@ -193,7 +202,51 @@ fn load_stage(cfg: &PruneConfig, dir: &Path, task: Task, soft: bool, dev: &[Enco
     if saved.is_file() {
         thr.restore_from(&saved)?;
     }
-    Ok(PruneStage { loaded, model, thr, task, dev: dev.to_vec(), cfg: cfg.clone(), soft })
+    Ok(PruneStage { loaded, model, thr, task, dev: dev.to_vec(), cfg: cfg.clone(), soft, teacher: None })
+}
+
+/// Cross-entropy against the teacher's softmax (classification) or squared
+/// error against its score (regression), averaged over the batch.
+fn distill_loss<'a>(logits: &Tensor, teacher: impl Iterator<Item = &'a [f32]>, regression: bool) -> Result<Tensor> {
+    let rows: Vec<f32> = teacher.flat_map(|r| r.iter().copied()).collect();
+    let t = Tensor::from_vec(rows, logits.dims(), logits.device())?;
+    if regression {
+        return Ok(candle_nn::loss::mse(logits, &t)?);
+    }
+    let p = candle_nn::ops::softmax_last_dim(&t)?;
+    let log_q = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    Ok(((p * log_q)?.sum(1)?.mean_all()? * -1.0)?)
+}
+
+/// The model's exact, unpruned logits for every row of `data`.
+fn teacher_logits(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![vec![]; data.len()];
+    observer.begin("teacher", data.len() as u64);
+    let mut done = 0;
+    for idx in crate::data::batch::epoch_batches(&crate::data::batch::lengths(data), 64, 0, 0, false) {
+        let b = crate::data::batch::collate(data, &idx);
+        let logits = model.forward(&inputs_of(&b)?, &mut ForwardCtx::eval())?.logits.expect("pruned model has a head");
+        for (k, row) in logits.to_dtype(DType::F32)?.to_vec2::<f32>()?.into_iter().enumerate() {
+            out[idx[k]] = row;
+        }
+        done += idx.len() as u64;
+        observer.update(done, "");
+    }
+    observer.end();
+    Ok(out)
+}
+
+/// The training rows: at least `min_tokens` real tokens, then the first `limit`.
+fn load_train(tok: &tokenizers::Tokenizer, cfg: &PruneConfig, task: Task) -> Result<Vec<Encoded>> {
+    if cfg.min_train_tokens == 0 {
+        return load_split(tok, &cfg.data_dir, task, "train", cfg.limit);
+    }
+    let mut rows = load_split(tok, &cfg.data_dir, task, "train", None)?;
+    rows.retain(|e| e.len() >= cfg.min_train_tokens);
+    if let Some(n) = cfg.limit {
+        rows.truncate(n);
+    }
+    Ok(rows)
 }
 
 pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport> {
@@ -204,12 +257,22 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     crate::config::save_yaml(&run.out.join("prune.yaml"), cfg)?;
     let soft_dir = run.out.join("soft");
     let mut soft_stage = load_stage(cfg, &cfg.checkpoint, task, true, &[])?;
-    let train = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "train", cfg.limit)?;
+    let train = load_train(&soft_stage.loaded.tokenizer, cfg, task)?;
     let dev = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?;
     if train.is_empty() {
-        return Err(Error::Config("the training split is empty".into()));
+        return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }
     let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], result_dir: run.out.clone() };
+    let teacher = match (cfg.distill > 0.0, &cfg.teacher) {
+        (false, _) => None,
+        (true, None) => Some(teacher_logits(&soft_stage.model, &train, observer)?),
+        (true, Some(dir)) => {
+            let t = load_stage(cfg, dir, task, false, &[])?;
+            Some(teacher_logits(&t.model, &train, observer)?)
+        }
+    }
+    .map(std::sync::Arc::new);
+    soft_stage.teacher = teacher.clone();
     let mut start_hard_from = cfg.checkpoint.clone();
     if cfg.soft_epochs > 0 {
         observer.note("soft stage: weights and thresholds");
@@ -227,6 +290,7 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     if cfg.hard_epochs > 0 {
         observer.note("hard stage: thresholds frozen, weights adapt to hard masks");
         let mut hard = load_stage(cfg, &start_hard_from, task, false, &dev)?;
+        hard.teacher = teacher;
         let outcome = trainer::run(&stage_spec(cfg, run.out.clone(), cfg.hard_epochs, task, run, true), &mut hard, &train, observer)?;
         (report.theta, report.beta) = hard.thr.values()?;
         report.hard = Some(outcome);
@@ -234,4 +298,27 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         report.result_dir = start_hard_from;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn distillation_is_cross_entropy_against_the_teachers_softmax() {
+        let student = Tensor::new(&[[0.0f32, 1.0], [2.0, -1.0]], &Device::Cpu).unwrap();
+        let teacher: [&[f32]; 2] = [&[1.0, 1.0], &[0.0, 3.0]];
+        let got = distill_loss(&student, teacher.into_iter(), false).unwrap().to_scalar::<f32>().unwrap();
+        let lse = |a: f32, b: f32| (a.exp() + b.exp()).ln();
+        // Row 1: teacher (½, ½); row 2: teacher softmax(0, 3).
+        let r1 = -(0.5 * (0.0 - lse(0.0, 1.0)) + 0.5 * (1.0 - lse(0.0, 1.0)));
+        let (p0, p1) = (1.0 / (1.0 + 3f32.exp()), 3f32.exp() / (1.0 + 3f32.exp()));
+        let r2 = -(p0 * (2.0 - lse(2.0, -1.0)) + p1 * (-1.0 - lse(2.0, -1.0)));
+        assert!((got - (r1 + r2) / 2.0).abs() < 1e-5, "{got} vs {}", (r1 + r2) / 2.0);
+        // Regression: squared error against the teacher's score.
+        let s = Tensor::new(&[[1.0f32], [3.0]], &Device::Cpu).unwrap();
+        let t: [&[f32]; 2] = [&[0.0], &[1.0]];
+        assert_eq!(distill_loss(&s, t.into_iter(), true).unwrap().to_scalar::<f32>().unwrap(), 2.5);
+    }
 }

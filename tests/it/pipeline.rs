@@ -123,9 +123,14 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 8);
     let ft = d.join("ft");
     ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
-    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--threshold-lr", "5e-3", "--temperature", "0.01", "--lambda", "1.0", "--save-every", "2"];
+    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--threshold-lr", "5e-3", "--temperature", "0.01", "--lambda", "1.0", "--save-every", "2", "--distill", "0.5", "--min-train-tokens", "9"];
     let (a, b) = (d.join("a"), d.join("b"));
-    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]));
+    let first = cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]);
+    ok(&first);
+    // Only rows of at least 9 tokens ([CLS] words . [SEP]) train.
+    let long = std::fs::read_to_string(data.join("train.tsv")).unwrap().lines().skip(1).filter(|l| l.split('\t').next().unwrap().split_whitespace().count() + 2 >= 9).count();
+    assert!(long > 10 && long < 96, "{long} long rows");
+    assert!(String::from_utf8_lossy(&first.stdout).contains(&format!("({long} train examples)")), "{}", String::from_utf8_lossy(&first.stdout));
     // Stopped in the soft stage, then resumed: the soft stage ends, the hard one runs.
     let mut stop = flags.to_vec();
     stop.extend(["--stop-after", "3"]);

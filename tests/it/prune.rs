@@ -126,7 +126,34 @@ fn removing_pruned_tokens_equals_masking_them() {
 }
 
 fn soft_plan(t: &Thresholds, temperature: f64) -> Plan {
-    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature }, physical: false }
+    soft_plan_with(t, temperature, false)
+}
+
+fn soft_plan_with(t: &Thresholds, temperature: f64, cumulative: bool) -> Plan {
+    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature, cumulative }, physical: false }
+}
+
+/// Cumulative soft masks at T → 0 are the hard forward itself: same keep
+/// masks, same scores, same logits, pruning and reduction both on.
+#[test]
+fn cumulative_soft_masks_become_the_hard_forward_as_t_goes_to_zero() {
+    let (model, cfg, _d) = tiny(6);
+    let (inputs, _) = batch();
+    // Just above the median: a score exactly at θ would get σ(0) = ½.
+    let t = Thresholds::new(cfg.num_hidden_layers, median_score(&model, &inputs) + 1e-5, 0.02).unwrap();
+    let (th, be) = t.values().unwrap();
+    let soft = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, true), &mut ForwardCtx::eval()).unwrap();
+    let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be) }, physical: false }, &mut ForwardCtx::eval()).unwrap();
+    assert!(pruned_count(&hard) > 3, "nothing pruned: the limit was not tested");
+    for l in 0..cfg.num_hidden_layers {
+        assert_eq!(soft.keep_masks[l].to_vec2::<f32>().unwrap(), hard.keep_masks[l].to_vec2::<f32>().unwrap(), "layer {l} keep masks");
+        assert!(max_abs(&soft.scores[l], &hard.scores[l]) < 1e-4, "layer {l} scores");
+    }
+    let (a, b) = (soft.base.logits.unwrap(), hard.base.logits.unwrap());
+    assert!(max_abs(&a, &b) < 1e-3, "logits {a} vs {b}");
+    // The per-layer (LTP) soft masks let pruned tokens come back as keys.
+    let ltp = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, false), &mut ForwardCtx::eval()).unwrap();
+    assert!(max_abs(&ltp.base.logits.unwrap(), &b) > 1e-3);
 }
 
 #[test]
@@ -157,11 +184,20 @@ fn soft_masks_become_the_hard_ones_as_t_goes_to_zero() {
 
 #[test]
 fn threshold_gradients_match_finite_differences() {
+    threshold_gradients_match(false);
+}
+
+#[test]
+fn cumulative_threshold_gradients_match_finite_differences() {
+    threshold_gradients_match(true);
+}
+
+fn threshold_gradients_match(cumulative: bool) {
     let (model, cfg, _d) = tiny(7);
     let (inputs, _) = batch();
     let (lambda, alpha, temp) = (0.7, 0.5, 0.05);
     let loss = |t: &Thresholds| -> Tensor {
-        let out = model.forward_with(&inputs, &soft_plan(t, temp), &mut ForwardCtx::eval()).unwrap();
+        let out = model.forward_with(&inputs, &soft_plan_with(t, temp, cumulative), &mut ForwardCtx::eval()).unwrap();
         let task = out.base.logits.unwrap().sqr().unwrap().mean_all().unwrap();
         let reg = (out.l_prune.unwrap() + (out.l_approx.unwrap() * alpha).unwrap()).unwrap();
         (task + (reg * lambda).unwrap()).unwrap()
