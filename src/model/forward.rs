@@ -154,12 +154,12 @@ impl Bert {
                         let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
                         let m_theta = match (cumulative, &soft_live) {
                             (false, _) => m_theta,
-                            (true, prev) => {
-                                let m = match prev { Some(p) => (p * &m_theta)?, None => m_theta };
-                                soft_live = Some(m.clone());
-                                m
-                            }
+                            (true, None) => m_theta,
+                            (true, Some(prev)) => (prev * &m_theta)?,
                         };
+                        if *cumulative {
+                            soft_live = Some(m_theta.clone());
+                        }
                         let denom = live.sum_all()?;
                         l_prune.push((m_theta.sum_all()? / &denom)?);
                         keep_masks.push(m_theta.clone());

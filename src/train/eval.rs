@@ -21,6 +21,31 @@ pub fn predictions(logits: &Tensor, regression: bool) -> Result<Vec<f32>> {
     }
 }
 
+/// Runs `f` over `data` in length-sorted batches under a progress bar and
+/// puts its per-row results back in data order.
+pub fn map_batches<T: Clone + Default>(
+    label: &str,
+    data: &[Encoded],
+    batch_size: usize,
+    observer: &mut dyn Observer,
+    mut f: impl FnMut(&batch::Batch) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let order = batch::epoch_batches(&batch::lengths(data), batch_size, 0, 0, false);
+    let mut out = vec![T::default(); data.len()];
+    observer.begin(label, data.len() as u64);
+    let mut done = 0u64;
+    for idx in order {
+        let rows = f(&batch::collate(data, &idx))?;
+        for (k, row) in rows.into_iter().enumerate() {
+            out[idx[k]] = row;
+        }
+        done += idx.len() as u64;
+        observer.update(done, "");
+    }
+    observer.end();
+    Ok(out)
+}
+
 /// Runs `logits_of` over `data` in length-sorted batches and returns the
 /// task's metrics with `examples` added; `preds` come back in data order.
 pub fn evaluate_with(
@@ -30,21 +55,7 @@ pub fn evaluate_with(
     observer: &mut dyn Observer,
     mut logits_of: impl FnMut(&batch::Batch) -> Result<Tensor>,
 ) -> Result<(Metrics, Vec<f32>)> {
-    let lengths: Vec<usize> = data.iter().map(|e| e.input_ids.len()).collect();
-    let order = batch::epoch_batches(&lengths, batch_size, 0, 0, false);
-    let mut preds = vec![0f32; data.len()];
-    observer.begin("eval", data.len() as u64);
-    let mut done = 0u64;
-    for idx in order {
-        let b = batch::collate(data, &idx);
-        let p = predictions(&logits_of(&b)?, task.is_regression())?;
-        for (k, &i) in idx.iter().enumerate() {
-            preds[i] = p[k];
-        }
-        done += idx.len() as u64;
-        observer.update(done, "");
-    }
-    observer.end();
+    let preds = map_batches("eval", data, batch_size, observer, |b| predictions(&logits_of(b)?, task.is_regression()))?;
     let labels: Vec<f32> = data.iter().map(|e| e.label).collect();
     let mut m = metrics::compute(task, &preds, &labels);
     m.insert("examples".into(), data.len() as f64);

@@ -220,20 +220,10 @@ fn distill_loss<'a>(logits: &Tensor, teacher: impl Iterator<Item = &'a [f32]>, r
 
 /// The model's exact, unpruned logits for every row of `data`.
 fn teacher_logits(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> Result<Vec<Vec<f32>>> {
-    let mut out = vec![vec![]; data.len()];
-    observer.begin("teacher", data.len() as u64);
-    let mut done = 0;
-    for idx in crate::data::batch::epoch_batches(&crate::data::batch::lengths(data), 64, 0, 0, false) {
-        let b = crate::data::batch::collate(data, &idx);
-        let logits = model.forward(&inputs_of(&b)?, &mut ForwardCtx::eval())?.logits.expect("pruned model has a head");
-        for (k, row) in logits.to_dtype(DType::F32)?.to_vec2::<f32>()?.into_iter().enumerate() {
-            out[idx[k]] = row;
-        }
-        done += idx.len() as u64;
-        observer.update(done, "");
-    }
-    observer.end();
-    Ok(out)
+    super::eval::map_batches("teacher", data, 64, observer, |b| {
+        let logits = model.forward(&inputs_of(b)?, &mut ForwardCtx::eval())?.logits.expect("pruned model has a head");
+        Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    })
 }
 
 /// The training rows: at least `min_tokens` real tokens, then the first `limit`.
@@ -263,15 +253,13 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }
     let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], result_dir: run.out.clone() };
-    let teacher = match (cfg.distill > 0.0, &cfg.teacher) {
-        (false, _) => None,
-        (true, None) => Some(teacher_logits(&soft_stage.model, &train, observer)?),
-        (true, Some(dir)) => {
-            let t = load_stage(cfg, dir, task, false, &[])?;
-            Some(teacher_logits(&t.model, &train, observer)?)
-        }
-    }
-    .map(std::sync::Arc::new);
+    let teacher = if cfg.distill > 0.0 {
+        let other = cfg.teacher.as_ref().map(|dir| load_stage(cfg, dir, task, false, &[])).transpose()?;
+        let model = other.as_ref().map_or(&soft_stage.model, |t| &t.model);
+        Some(std::sync::Arc::new(teacher_logits(model, &train, observer)?))
+    } else {
+        None
+    };
     soft_stage.teacher = teacher.clone();
     let mut start_hard_from = cfg.checkpoint.clone();
     if cfg.soft_epochs > 0 {
