@@ -133,6 +133,7 @@ pub fn report_json(task: Task, split: &str, mode: &str, r: &SimReport) -> serde_
         "reduced_per_layer": r.reduced_per_layer,
         "relative_work": r.relative_work,
         "relative_work_padded": r.relative_work_padded,
+        "by_length": r.by_length,
         "real_tokens": r.real_tokens,
         "seconds": r.seconds,
         "examples_per_second": r.examples_per_second,
@@ -153,6 +154,11 @@ pub fn print_table(task: Task, split: &str, mode: &str, r: &SimReport) {
     for l in 0..r.tokens_kept_per_layer.len() {
         let h: Vec<String> = r.kept_histogram[l].iter().map(|c| c.to_string()).collect();
         println!("  {l:>5}  {:>8.1}  {:>5.1}  {:>6.1} %  [{}]", r.tokens_entering_per_layer[l], r.tokens_kept_per_layer[l], 100.0 * r.reduced_per_layer[l], h.join(" "));
+    }
+    let main = task.main_metric();
+    println!("  by input length (equal-size groups)   {main:<10} relative work");
+    for g in &r.by_length {
+        println!("  {:>3}–{:<3} tokens, {:>5} examples     {:<10.4} {:.3}", g.min_tokens, g.max_tokens, g.examples, g.metrics.get(main).copied().unwrap_or(f64::NAN), g.relative_work);
     }
 }
 

@@ -12,6 +12,20 @@ use crate::train::{Metrics, Observer};
 /// Bins of the kept-fraction histogram: [0, 0.1), …, [0.9, 1.0].
 pub const HIST_BINS: usize = 10;
 
+/// Equal-count input-length groups of the by-length breakdown.
+pub const LENGTH_GROUPS: usize = 4;
+
+/// One length group: absolute thresholds on scores that sum to 1 prune long
+/// inputs harder than short ones, so where the metric is lost matters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LengthGroup {
+    pub min_tokens: usize,
+    pub max_tokens: usize,
+    pub examples: usize,
+    pub relative_work: f64,
+    pub metrics: Metrics,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SimReport {
     pub metrics: Metrics,
@@ -36,6 +50,9 @@ pub struct SimReport {
     /// The same against inputs padded to `max_seq_len` (the view that
     /// counts removed padding as savings).
     pub relative_work_padded: f64,
+    /// The data split into [`LENGTH_GROUPS`] groups of equal size by real
+    /// tokens, shortest first.
+    pub by_length: Vec<LengthGroup>,
     pub seconds: f64,
     pub examples_per_second: f64,
 }
@@ -100,9 +117,23 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
             h
         })
         .collect();
-    let work = |denom: &dyn Fn(usize) -> f64| entering.iter().zip(&lengths).map(|(e, &len)| e.iter().sum::<usize>() as f64 / (layers as f64 * denom(len))).sum::<f64>() / n;
-    r.relative_work = work(&|len| len.max(1) as f64);
-    r.relative_work_padded = work(&|len| max_seq_len.max(len) as f64);
+    let ratio = |i: usize, denom: f64| entering[i].iter().sum::<usize>() as f64 / (layers as f64 * denom);
+    let mean = |f: &dyn Fn(usize) -> f64| (0..data.len()).map(f).sum::<f64>() / n;
+    r.relative_work = mean(&|i| ratio(i, lengths[i].max(1) as f64));
+    r.relative_work_padded = mean(&|i| ratio(i, max_seq_len.max(lengths[i]) as f64));
+    let mut by_len: Vec<usize> = (0..data.len()).collect();
+    by_len.sort_by_key(|&i| (lengths[i], i));
+    r.by_length = (0..LENGTH_GROUPS)
+        .map(|g| &by_len[g * data.len() / LENGTH_GROUPS..(g + 1) * data.len() / LENGTH_GROUPS])
+        .filter(|ids| !ids.is_empty())
+        .map(|ids| LengthGroup {
+            min_tokens: lengths[ids[0]],
+            max_tokens: lengths[ids[ids.len() - 1]],
+            examples: ids.len(),
+            relative_work: ids.iter().map(|&i| ratio(i, lengths[i].max(1) as f64)).sum::<f64>() / ids.len() as f64,
+            metrics: metrics::compute(task, &ids.iter().map(|&i| r.predictions[i]).collect::<Vec<_>>(), &ids.iter().map(|&i| labels[i]).collect::<Vec<_>>()),
+        })
+        .collect();
     r.seconds = started.elapsed().as_secs_f64();
     r.examples_per_second = data.len() as f64 / r.seconds.max(1e-9);
     Ok(r)

@@ -46,6 +46,17 @@ fn finetune_prune_simulate_export_secure_eval() {
     let rw = sim["relative_work"].as_f64().unwrap();
     assert!(rw > 0.0 && rw <= 1.0, "relative work {rw}");
     assert_eq!(sim["tokens_kept_per_layer"].as_array().unwrap().len(), 2);
+    // The length groups split the 48 examples, shortest first, and recombine
+    // to the totals (equal sizes, so plain means).
+    let groups = sim["by_length"].as_array().unwrap();
+    assert_eq!(groups.len(), 4);
+    assert_eq!(groups.iter().map(|g| g["examples"].as_u64().unwrap()).sum::<u64>(), 48);
+    for w in groups.windows(2) {
+        assert!(w[0]["max_tokens"].as_u64() <= w[1]["min_tokens"].as_u64(), "{w:?}");
+    }
+    let mean = |key: &str, f: &dyn Fn(&serde_json::Value) -> f64| groups.iter().map(f).sum::<f64>() / 4.0 - sim[key].as_f64().unwrap();
+    assert!(mean("relative_work", &|g| g["relative_work"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(mean("accuracy", &|g| g["metrics"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
     // Ablation rows: the exact model and the unpruned approximations do all the work.
     let exact = ok(&cp(&["simulate", "--json", "--exact"], &[("--checkpoint", &pr)]));
     assert_eq!(exact["relative_work"].as_f64().unwrap(), 1.0);
