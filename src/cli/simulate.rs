@@ -39,6 +39,12 @@ pub struct SimArgs {
     /// write, same results; removal is what secure inference does).
     #[arg(long)]
     pub batched: bool,
+    /// Instead of thresholds, a fixed schedule ranking by the same score:
+    /// after layer l keep the share R_l of each input's live tokens with the
+    /// highest scores (one value for all layers, or one per layer). The
+    /// baseline that shows what learning θ buys; no reduction.
+    #[arg(long, value_name = "R0,R1,..", value_delimiter = ',', conflicts_with_all = ["exact", "no_prune", "thresholds"])]
+    pub keep_ratio: Option<Vec<f64>>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -114,9 +120,23 @@ pub fn plan_of(run: &PrunedRun, exact: bool, no_prune: bool, no_reduce: bool, ph
     Ok(Plan { numerics: Numerics::Approx, masking, physical })
 }
 
+/// The fixed keep-ratio schedule of `--keep-ratio` for a model of `layers` layers.
+pub fn ratio_plan(keep: &[f64], layers: usize, physical: bool) -> Result<Plan> {
+    let keep = match keep.len() {
+        1 => vec![keep[0]; layers],
+        n if n == layers => keep.to_vec(),
+        n => bail!("--keep-ratio: {n} values for a model of {layers} layers (give 1 or {layers})"),
+    };
+    if let Some((l, r)) = keep.iter().enumerate().find(|(_, r)| !(**r > 0.0 && **r <= 1.0)) {
+        bail!("--keep-ratio: layer {l} has {r}, not a share in (0, 1]");
+    }
+    Ok(Plan { numerics: Numerics::Approx, masking: Masking::Ratio { keep }, physical })
+}
+
 pub fn mode_name(plan: &Plan) -> &'static str {
     match (&plan.numerics, &plan.masking) {
         (Numerics::Exact, _) => "exact",
+        (_, Masking::Ratio { .. }) => "approximations + fixed keep-ratio schedule",
         (_, Masking::Hard { theta: None, beta: None }) | (_, Masking::Off) => "high-degree approximations",
         (_, Masking::Hard { theta: Some(_), beta: None }) => "approximations + pruning",
         (_, Masking::Hard { theta: None, beta: Some(_) }) => "approximations + reduction",
@@ -165,7 +185,10 @@ pub fn print_table(task: Task, split: &str, mode: &str, r: &SimReport) {
 pub fn run(args: SimArgs) -> Result<()> {
     let d = &args.data;
     let run = load_run(&d.checkpoint, args.thresholds.as_deref(), &d.task, &d.data_dir, &d.split, d.limit, d.max_seq_len)?;
-    let plan = plan_of(&run, args.exact, args.no_prune, args.no_reduce, !args.batched)?;
+    let plan = match &args.keep_ratio {
+        Some(keep) => ratio_plan(keep, run.model.layers.len(), !args.batched)?,
+        None => plan_of(&run, args.exact, args.no_prune, args.no_reduce, !args.batched)?,
+    };
     let r = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(args.json))?;
     let mode = mode_name(&plan);
     if args.json {

@@ -37,6 +37,11 @@ pub enum Masking {
     Soft { theta: Tensor, beta: Tensor, temperature: f64, cumulative: bool },
     /// Inference: per-layer thresholds; `None` turns pruning or reduction off.
     Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>> },
+    /// The baseline that learned thresholds are judged against: a fixed
+    /// schedule ranking by the same score. After layer l each input keeps
+    /// its round(keep[l] · n) highest-scoring live tokens ([CLS] always, at
+    /// least one); no reduction.
+    Ratio { keep: Vec<f64> },
 }
 
 #[derive(Clone, Debug)]
@@ -188,6 +193,12 @@ impl Bert {
                         }
                         (keep, reduced)
                     }
+                    Masking::Ratio { keep } => {
+                        let keep = top_share(&s, &live, keep[l])?;
+                        keep_masks.push(keep.clone());
+                        let reduced = keep.zeros_like()?;
+                        (keep, reduced)
+                    }
                 };
                 let keep_v = hard_keep.to_vec2::<f32>()?;
                 let red_v = reduced.sum(1)?.to_vec1::<f32>()?;
@@ -198,7 +209,7 @@ impl Bert {
                     kept,
                     reduced: red_v.iter().map(|&v| v.round() as usize).collect(),
                 });
-                if let Masking::Hard { theta: Some(_), .. } = plan.masking {
+                if matches!(plan.masking, Masking::Hard { theta: Some(_), .. } | Masking::Ratio { .. }) {
                     if plan.physical {
                         let idx: Vec<u32> = keep_v[0].iter().enumerate().filter(|(_, &k)| k > 0.5).map(|(j, _)| j as u32).collect();
                         positions = idx.iter().map(|&j| positions[j as usize]).collect();
@@ -259,4 +270,23 @@ impl Bert {
             l_approx: mean(l_approx)?,
         })
     }
+}
+
+/// Keep mask (b, seq) of the round(share · n) live tokens with the highest
+/// scores per row, [CLS] first and always; ties go to the earlier position.
+fn top_share(s: &Tensor, live: &Tensor, share: f64) -> Result<Tensor> {
+    let (sv, lv) = (s.to_vec2::<f32>()?, live.to_vec2::<f32>()?);
+    let mut out = Vec::with_capacity(sv.len() * sv.first().map_or(0, Vec::len));
+    for (row, alive) in sv.iter().zip(&lv) {
+        let mut rest: Vec<usize> = (1..row.len()).filter(|&j| alive[j] > 0.5).collect();
+        let k = ((share * (rest.len() + 1) as f64).round() as usize).max(1);
+        rest.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let mut keep = vec![0f32; row.len()];
+        keep[0] = 1.0;
+        for &j in rest.iter().take(k - 1) {
+            keep[j] = 1.0;
+        }
+        out.extend(keep);
+    }
+    Ok(Tensor::from_vec(out, s.dims2()?, s.device())?)
 }

@@ -67,6 +67,14 @@ fn finetune_prune_simulate_export_secure_eval() {
     let batched = ok(&cp(&["simulate", "--json", "--batched"], &[("--checkpoint", &pr)]));
     assert_eq!(batched["accuracy"], sim["accuracy"]);
     assert_eq!(batched["tokens_kept_per_layer"], sim["tokens_kept_per_layer"]);
+    // The fixed-schedule baseline: half of the live tokens after each layer.
+    let fixed = ok(&cp(&["simulate", "--json", "--keep-ratio", "0.5"], &[("--checkpoint", &pr)]));
+    assert_eq!(fixed["mode"], "approximations + fixed keep-ratio schedule");
+    let (rw, kept) = (fixed["relative_work"].as_f64().unwrap(), fixed["tokens_kept_per_layer"].as_array().unwrap());
+    assert!(rw > 0.5 && rw < 0.85, "two layers at keep 0.5: relative work {rw}");
+    assert!(kept[1].as_f64() < kept[0].as_f64(), "{kept:?}");
+    let e = cp(&["simulate", "--keep-ratio", "0.5,0.5,0.5"], &[("--checkpoint", &pr)]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--keep-ratio: 3 values for a model of 2 layers"));
 
     let file = d.join("thresholds.yaml");
     ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));

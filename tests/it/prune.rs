@@ -226,3 +226,31 @@ fn threshold_gradients_match(cumulative: bool) {
         }
     }
 }
+
+#[test]
+fn a_keep_ratio_schedule_keeps_the_top_scores_and_removal_equals_masking() {
+    let (model, cfg, _d) = tiny(6);
+    let (inputs, rows) = batch();
+    let layers = cfg.num_hidden_layers;
+    let plan = |physical| Plan { numerics: Numerics::Approx, masking: Masking::Ratio { keep: vec![0.6; layers] }, physical };
+    let masked = model.forward_with(&inputs, &plan(false), &mut ForwardCtx::eval()).unwrap();
+    let logits = masked.base.logits.unwrap();
+    for (k, ids) in rows.iter().enumerate() {
+        let mut live: Vec<usize> = (0..ids.len()).collect();
+        for (l, (tr, s)) in masked.layers.iter().zip(&masked.scores).enumerate() {
+            let s = s.narrow(0, k, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let kept = &tr.kept[k];
+            // Two layers: 9 → 5 → 3 tokens and 6 → 4 → 2, round(0.6 · n).
+            assert_eq!(kept.len(), ((0.6 * live.len() as f64).round() as usize).max(1), "example {k} layer {l}");
+            assert_eq!(kept[0], 0, "example {k} layer {l}: [CLS] pruned");
+            let dropped: Vec<usize> = live.iter().copied().filter(|p| !kept.contains(p)).collect();
+            let lowest_kept = kept[1..].iter().map(|&p| s[p]).fold(f32::INFINITY, f32::min);
+            assert!(dropped.iter().all(|&p| s[p] <= lowest_kept), "example {k} layer {l}: a dropped token outscored a kept one");
+            live = kept.clone();
+        }
+        let removed = model.forward_with(&one(ids), &plan(true), &mut ForwardCtx::eval()).unwrap();
+        let diff = max_abs(&logits.narrow(0, k, 1).unwrap(), &removed.base.logits.unwrap());
+        assert!(diff < 1e-5, "example {k}: removal and masking differ by {diff}");
+        assert_eq!(removed.base.hidden.dim(1).unwrap(), live.len());
+    }
+}
