@@ -37,6 +37,13 @@ for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   $bin simulate --checkpoint "$pr" --json > runs/ablation/$task-full.json
 done
 $bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json
+# Fixed keep-ratio schedules against learned θ (README "Where the points go";
+# the length groups are `by_length` in every JSON above).
+shape=0.883,0.789,0.765,0.798,0.637,0.774
+for k in $shape 0.812 0.7; do
+  $bin simulate --checkpoint $sst --keep-ratio $k --json > runs/ablation/sst2-fixed-$k.json
+done
+$bin simulate --checkpoint runs/glue/sst2 --keep-ratio $shape --json > runs/ablation/sst2-fixed-finetuned.json
 
 # The secure checks below use the λ = 0.05 thresholds.
 sst=runs/prune-sst2
