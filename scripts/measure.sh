@@ -31,6 +31,7 @@ h="$bin prune --config configs/prune-sst2-half.yaml --data-dir $glue -q"
 [[ -f runs/prune-sst2-half-l035/summary.json ]] || $h --lambda 0.35 --out runs/prune-sst2-half-l035
 [[ -f runs/prune-sst2-half-l03/summary.json ]] || $h --lambda 0.3 --out runs/prune-sst2-half-l03
 [[ -f runs/prune-sst2-half-t2/summary.json ]] || $h --temperature 2e-3 --out runs/prune-sst2-half-t2
+[[ -f runs/prune-sst2-half-t10/summary.json ]] || $h --temperature 1e-2 --out runs/prune-sst2-half-t10
 $bin export --checkpoint runs/prune-sst2-half --out runs/thresholds-sst2-half.yaml -q
 $bin secure-eval --checkpoint runs/prune-sst2-half --thresholds runs/thresholds-sst2-half.yaml --json > runs/secure-sst2-half-bolt.json
 # The thresholds of "Simulated vs secure" and "Two-party computation": the
@@ -46,7 +47,7 @@ for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   $bin simulate --checkpoint "$pr" --no-reduce --json > runs/ablation/$task-prune.json
   $bin simulate --checkpoint "$pr" --json > runs/ablation/$task-full.json
 done
-for r in l05-t5 half half-l035 half-l03 half-t2; do
+for r in l05-t5 half half-l035 half-l03 half-t2 half-t10; do
   $bin simulate --checkpoint runs/prune-sst2-$r --json > runs/ablation/sst2-$r.json
 done
 $bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json
