@@ -32,8 +32,6 @@ h="$bin prune --config configs/prune-sst2-half.yaml --data-dir $glue -q"
 [[ -f runs/prune-sst2-half-l03/summary.json ]] || $h --lambda 0.3 --out runs/prune-sst2-half-l03
 [[ -f runs/prune-sst2-half-t2/summary.json ]] || $h --temperature 2e-3 --out runs/prune-sst2-half-t2
 [[ -f runs/prune-sst2-half-t10/summary.json ]] || $h --temperature 1e-2 --out runs/prune-sst2-half-t10
-$bin export --checkpoint runs/prune-sst2-half --out runs/thresholds-sst2-half.yaml -q
-$bin secure-eval --checkpoint runs/prune-sst2-half --thresholds runs/thresholds-sst2-half.yaml --json > runs/secure-sst2-half-bolt.json
 # The thresholds of "Simulated vs secure" and "Two-party computation": the
 # recipe before min_train_tokens and distillation, λ = 0.05.
 [[ -f runs/prune-sst2/summary.json ]] || $p --lambda 0.05 --min-train-tokens 0 --distill 0 --limit 2000 --out runs/prune-sst2
@@ -69,6 +67,9 @@ for ring in bolt cipherprune crypten; do
   $bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --ring $ring --json > runs/secure-sst2-$ring.json
 done
 $bin secure-eval --checkpoint runs/prune-mrpc3 --thresholds runs/thresholds-mrpc.yaml --ring bolt --json > runs/secure-mrpc-bolt.json
+# The ≤ 0.50 SST-2 run (README "The target is not met").
+$bin export --checkpoint runs/prune-sst2-half --out runs/thresholds-sst2-half.yaml -q
+$bin secure-eval --checkpoint runs/prune-sst2-half --thresholds runs/thresholds-sst2-half.yaml --json > runs/secure-sst2-half-bolt.json
 
 # Two-party computation (README "Two-party computation"): SST-2 through the
 # protocol in-process, then the compactions and the BERT shapes.
