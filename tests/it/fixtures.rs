@@ -84,9 +84,15 @@ pub fn sentiment_tsvs(dir: &Path, n_train: usize, n_dev: usize, seed: u64) -> Pa
     dir.to_path_buf()
 }
 
-/// The real GLUE files shipped beside the repository.
+/// The real GLUE files shipped beside the repository; `CIPHERPRUNE_GLUE_DIR`
+/// overrides the place, as for the unit tests. Missing data fails the test
+/// with the fix instead of an unwrap deep inside `finetune`.
 pub fn shared_glue() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glue")
+    let dir = std::env::var_os("CIPHERPRUNE_GLUE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glue"));
+    assert!(dir.is_dir(), "no GLUE data at {} (set CIPHERPRUNE_GLUE_DIR to a GLUE root)", dir.display());
+    dir
 }
 
 /// The real pretrained model, installed by `scripts/fetch-assets.sh`.
