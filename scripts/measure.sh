@@ -32,6 +32,8 @@ h="$bin prune --config configs/prune-sst2-half.yaml --data-dir $glue -q"
 [[ -f runs/prune-sst2-half-l03/summary.json ]] || $h --lambda 0.3 --out runs/prune-sst2-half-l03
 [[ -f runs/prune-sst2-half-t2/summary.json ]] || $h --temperature 2e-3 --out runs/prune-sst2-half-t2
 [[ -f runs/prune-sst2-half-t10/summary.json ]] || $h --temperature 1e-2 --out runs/prune-sst2-half-t10
+[[ -f runs/prune-sst2-half-pi/summary.json ]] || $h --per-input-loss --out runs/prune-sst2-half-pi
+[[ -f runs/prune-sst2-half-pi-long/summary.json ]] || $h --per-input-loss --soft-epochs 2 --limit 100000 --out runs/prune-sst2-half-pi-long
 # The thresholds of "Simulated vs secure" and "Two-party computation": the
 # recipe before min_train_tokens and distillation, λ = 0.05.
 [[ -f runs/prune-sst2/summary.json ]] || $p --lambda 0.05 --min-train-tokens 0 --distill 0 --limit 2000 --out runs/prune-sst2
@@ -45,7 +47,7 @@ for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   $bin simulate --checkpoint "$pr" --no-reduce --json > runs/ablation/$task-prune.json
   $bin simulate --checkpoint "$pr" --json > runs/ablation/$task-full.json
 done
-for r in l05-t5 half half-l035 half-l03 half-t2 half-t10; do
+for r in l05-t5 half half-l035 half-l03 half-t2 half-t10 half-pi half-pi-long; do
   $bin simulate --checkpoint runs/prune-sst2-$r --json > runs/ablation/sst2-$r.json
 done
 $bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json

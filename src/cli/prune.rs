@@ -63,6 +63,10 @@ pub struct PruneArgs {
     /// as a hard mask removes it for good.
     #[arg(long)]
     pub cumulative: bool,
+    /// Average the mask losses per input, then over inputs, as relative work
+    /// is averaged (default: over all live tokens, which weighs long inputs more).
+    #[arg(long)]
+    pub per_input_loss: bool,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -117,6 +121,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if args.no_prune { cfg.prune = false; }
     if args.no_reduce { cfg.reduce = false; }
     if args.cumulative { cfg.cumulative = true; }
+    if args.per_input_loss { cfg.per_input_loss = true; }
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }

@@ -34,7 +34,12 @@ pub enum Masking {
     /// key and its weight as a query in the score are scaled by it too.
     /// Otherwise (LTP) a token scaled away in layer l comes back in layer
     /// l + 1 as a mixture of the others, which a hard mask never does.
-    Soft { theta: Tensor, beta: Tensor, temperature: f64, cumulative: bool },
+    /// `per_input` averages L_prune and L_approx over each input's live
+    /// tokens, then over inputs, as relative work is averaged; otherwise
+    /// over all live tokens of the batch, where a 50-token input weighs five
+    /// times a 10-token one and its tokens are pushed out just as hard,
+    /// though each is worth a fifth of the work.
+    Soft { theta: Tensor, beta: Tensor, temperature: f64, cumulative: bool, per_input: bool },
     /// Inference: per-layer thresholds; `None` turns pruning or reduction off.
     Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>> },
     /// The baseline that learned thresholds are judged against: a fixed
@@ -153,7 +158,7 @@ impl Bert {
                 let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), &dev)?;
                 let (hard_keep, reduced) = match &plan.masking {
                     Masking::Off => unreachable!(),
-                    Masking::Soft { theta, beta, temperature, cumulative } => {
+                    Masking::Soft { theta, beta, temperature, cumulative, per_input } => {
                         let (th, be) = (theta.narrow(0, l, 1)?, beta.narrow(0, l, 1)?);
                         let m_theta = sigmoid(&(s.broadcast_sub(&th)? / *temperature)?)?;
                         let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
@@ -165,14 +170,16 @@ impl Bert {
                         if *cumulative {
                             soft_live = Some(m_theta.clone());
                         }
-                        let denom = live.sum_all()?;
-                        l_prune.push((m_theta.sum_all()? / &denom)?);
+                        let average = |m: &Tensor| -> Result<Tensor> {
+                            Ok(if *per_input { m.sum(1)?.div(&live.sum(1)?)?.mean_all()? } else { m.sum_all()?.div(&live.sum_all()?)? })
+                        };
+                        l_prune.push(average(&m_theta)?);
                         keep_masks.push(m_theta.clone());
                         out_scale = Some(m_theta);
                         let hard_keep = (s.broadcast_ge(&th.detach())?.to_dtype(DType::F32)?.broadcast_add(&cls)?.clamp(0f32, 1f32)? * &live)?;
                         if approx {
                             let m_beta = (sigmoid(&(s.broadcast_sub(&be)? / *temperature)?)? * &live)?;
-                            l_approx.push((m_beta.sum_all()? / &denom)?);
+                            l_approx.push(average(&m_beta)?);
                             w_low = Some((m_beta.affine(-1.0, 1.0)? * &live)?);
                         }
                         let reduced = (&hard_keep * s.broadcast_lt(&be.detach())?.to_dtype(DType::F32)?)?;

@@ -37,6 +37,10 @@ pub struct PruneConfig {
     /// Cumulative soft masks (see `Masking::Soft`): a token scaled away stays
     /// away, as with hard masks, and L_prune becomes the soft relative work.
     pub cumulative: bool,
+    /// Average L_prune and L_approx per input, then over inputs, as
+    /// relative work is averaged (true), or over all live tokens of the
+    /// batch, which weighs long inputs more (false).
+    pub per_input_loss: bool,
     /// Learn and apply pruning thresholds θ.
     pub prune: bool,
     /// Learn and apply reduction thresholds β (low-degree functions).
@@ -82,6 +86,7 @@ impl Default for PruneConfig {
             theta_init: 0.0,
             beta_gap_init: 0.02,
             cumulative: false,
+            per_input_loss: false,
             prune: true,
             reduce: true,
             warmup_ratio: 0.06,

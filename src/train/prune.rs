@@ -51,7 +51,7 @@ impl PruneStage {
         if self.soft {
             Ok(Plan {
                 numerics: Numerics::Approx,
-                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature, cumulative: self.cfg.cumulative },
+                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature, cumulative: self.cfg.cumulative, per_input: self.cfg.per_input_loss },
                 physical: false,
             })
         } else {

@@ -126,11 +126,34 @@ fn removing_pruned_tokens_equals_masking_them() {
 }
 
 fn soft_plan(t: &Thresholds, temperature: f64) -> Plan {
-    soft_plan_with(t, temperature, false)
+    soft_plan_with(t, temperature, false, false)
 }
 
-fn soft_plan_with(t: &Thresholds, temperature: f64, cumulative: bool) -> Plan {
-    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature, cumulative }, physical: false }
+fn soft_plan_with(t: &Thresholds, temperature: f64, cumulative: bool, per_input: bool) -> Plan {
+    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature, cumulative, per_input }, physical: false }
+}
+
+/// The two averages of the mask losses over a batch of a 9- and a 6-token
+/// input: per input, the plain mean of what each input gives alone; over
+/// tokens, the same two weighted 9 : 6.
+#[test]
+fn mask_losses_average_per_input_or_over_all_live_tokens() {
+    let (model, cfg, _d) = tiny(6);
+    let (inputs, rows) = batch();
+    let t = Thresholds::new(cfg.num_hidden_layers, median_score(&model, &inputs), 0.02).unwrap();
+    let losses = |inputs: &Inputs, per_input: bool| {
+        let out = model.forward_with(inputs, &soft_plan_with(&t, 0.01, false, per_input), &mut ForwardCtx::eval()).unwrap();
+        [out.l_prune.unwrap(), out.l_approx.unwrap()].map(|x| x.to_scalar::<f32>().unwrap())
+    };
+    let (a, b) = (losses(&one(&rows[0]), true), losses(&one(&rows[1]), true));
+    let (per_input, per_token) = (losses(&inputs, true), losses(&inputs, false));
+    let (na, nb) = (rows[0].len() as f32, rows[1].len() as f32);
+    for k in 0..2 {
+        assert!((per_input[k] - (a[k] + b[k]) / 2.0).abs() < 1e-5, "term {k}: per input {} vs {}", per_input[k], (a[k] + b[k]) / 2.0);
+        let weighted = (a[k] * na + b[k] * nb) / (na + nb);
+        assert!((per_token[k] - weighted).abs() < 1e-5, "term {k}: over tokens {} vs {weighted}", per_token[k]);
+        assert!((a[k] - b[k]).abs() > 1e-3, "term {k}: both inputs keep the same share, the averages were not told apart");
+    }
 }
 
 /// Cumulative soft masks at T → 0 are the hard forward itself: same keep
@@ -142,7 +165,7 @@ fn cumulative_soft_masks_become_the_hard_forward_as_t_goes_to_zero() {
     // Just above the median: a score exactly at θ would get σ(0) = ½.
     let t = Thresholds::new(cfg.num_hidden_layers, median_score(&model, &inputs) + 1e-5, 0.02).unwrap();
     let (th, be) = t.values().unwrap();
-    let soft = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, true), &mut ForwardCtx::eval()).unwrap();
+    let soft = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, true, false), &mut ForwardCtx::eval()).unwrap();
     let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be) }, physical: false }, &mut ForwardCtx::eval()).unwrap();
     assert!(pruned_count(&hard) > 3, "nothing pruned: the limit was not tested");
     for l in 0..cfg.num_hidden_layers {
@@ -152,7 +175,7 @@ fn cumulative_soft_masks_become_the_hard_forward_as_t_goes_to_zero() {
     let (a, b) = (soft.base.logits.unwrap(), hard.base.logits.unwrap());
     assert!(max_abs(&a, &b) < 1e-3, "logits {a} vs {b}");
     // The per-layer (LTP) soft masks let pruned tokens come back as keys.
-    let ltp = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, false), &mut ForwardCtx::eval()).unwrap();
+    let ltp = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, false, false), &mut ForwardCtx::eval()).unwrap();
     assert!(max_abs(&ltp.base.logits.unwrap(), &b) > 1e-3);
 }
 
@@ -184,20 +207,25 @@ fn soft_masks_become_the_hard_ones_as_t_goes_to_zero() {
 
 #[test]
 fn threshold_gradients_match_finite_differences() {
-    threshold_gradients_match(false);
+    threshold_gradients_match(false, false);
 }
 
 #[test]
 fn cumulative_threshold_gradients_match_finite_differences() {
-    threshold_gradients_match(true);
+    threshold_gradients_match(true, false);
 }
 
-fn threshold_gradients_match(cumulative: bool) {
+#[test]
+fn per_input_threshold_gradients_match_finite_differences() {
+    threshold_gradients_match(false, true);
+}
+
+fn threshold_gradients_match(cumulative: bool, per_input: bool) {
     let (model, cfg, _d) = tiny(7);
     let (inputs, _) = batch();
     let (lambda, alpha, temp) = (0.7, 0.5, 0.05);
     let loss = |t: &Thresholds| -> Tensor {
-        let out = model.forward_with(&inputs, &soft_plan_with(t, temp, cumulative), &mut ForwardCtx::eval()).unwrap();
+        let out = model.forward_with(&inputs, &soft_plan_with(t, temp, cumulative, per_input), &mut ForwardCtx::eval()).unwrap();
         let task = out.base.logits.unwrap().sqr().unwrap().mean_all().unwrap();
         let reg = (out.l_prune.unwrap() + (out.l_approx.unwrap() * alpha).unwrap()).unwrap();
         (task + (reg * lambda).unwrap()).unwrap()
