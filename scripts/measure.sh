@@ -33,6 +33,7 @@ h="$bin prune --config configs/prune-sst2-half.yaml --data-dir $glue -q"
 [[ -f runs/prune-sst2-half-t2/summary.json ]] || $h --temperature 2e-3 --out runs/prune-sst2-half-t2
 [[ -f runs/prune-sst2-half-t10/summary.json ]] || $h --temperature 1e-2 --out runs/prune-sst2-half-t10
 [[ -f runs/prune-sst2-half-pi/summary.json ]] || $h --per-input-loss --out runs/prune-sst2-half-pi
+[[ -f runs/prune-sst2-half-pi-l045/summary.json ]] || $h --per-input-loss --lambda 0.45 --out runs/prune-sst2-half-pi-l045
 [[ -f runs/prune-sst2-half-pi-long/summary.json ]] || $h --per-input-loss --soft-epochs 2 --limit 100000 --out runs/prune-sst2-half-pi-long
 # The thresholds of "Simulated vs secure" and "Two-party computation": the
 # recipe before min_train_tokens and distillation, λ = 0.05.
@@ -47,7 +48,7 @@ for t in sst2:runs/glue/sst2:$sst mrpc:runs/glue/mrpc:runs/prune-mrpc3; do
   $bin simulate --checkpoint "$pr" --no-reduce --json > runs/ablation/$task-prune.json
   $bin simulate --checkpoint "$pr" --json > runs/ablation/$task-full.json
 done
-for r in l05-t5 half half-l035 half-l03 half-t2 half-t10 half-pi half-pi-long; do
+for r in l05-t5 half half-l035 half-l03 half-t2 half-t10 half-pi half-pi-l045 half-pi-long; do
   $bin simulate --checkpoint runs/prune-sst2-$r --json > runs/ablation/sst2-$r.json
 done
 $bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json
