@@ -246,6 +246,12 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
     crate::config::save_yaml(&run.out.join("prune.yaml"), cfg)?;
     let soft_dir = run.out.join("soft");
+    if cfg.soft_epochs > 0 {
+        // The soft stage is a run of its own (the result, with no hard
+        // stage): `simulate` and `export` read task and data from here.
+        std::fs::create_dir_all(&soft_dir).map_err(|e| Error::io(&soft_dir, e))?;
+        crate::config::save_yaml(&soft_dir.join("prune.yaml"), cfg)?;
+    }
     let mut soft_stage = load_stage(cfg, &cfg.checkpoint, task, true, &[])?;
     let train = load_train(&soft_stage.loaded.tokenizer, cfg, task)?;
     let dev = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?;

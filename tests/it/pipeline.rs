@@ -37,6 +37,12 @@ fn finetune_prune_simulate_export_secure_eval() {
     }
     let soft_log = std::fs::read_to_string(pr.join("soft/metrics.jsonl")).unwrap();
     assert!(soft_log.contains("\"l_prune\"") && soft_log.contains("\"kept_ratio_1\"") && soft_log.contains("\"theta\""), "{soft_log}");
+    // A soft stage alone is a finished run too: its directory is the result.
+    let so = d.join("soft-only");
+    ok(&cp(&["prune", "-q", "--soft-epochs", "1", "--hard-epochs", "0", "--batch-size", "16", "--lambda", "1.0"], &[("--checkpoint", &ft), ("--out", &so)]));
+    assert!(so.join("summary.json").is_file() && so.join("soft/prune.yaml").is_file());
+    let soft_sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &so.join("soft"))]));
+    assert_eq!(soft_sim["examples"], 48);
 
     let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
     assert_eq!(sim["examples"], 48);
