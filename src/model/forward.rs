@@ -170,8 +170,9 @@ impl Bert {
                         if *cumulative {
                             soft_live = Some(m_theta.clone());
                         }
+                        let denom = if *per_input { live.sum(1)? } else { live.sum_all()? };
                         let average = |m: &Tensor| -> Result<Tensor> {
-                            Ok(if *per_input { m.sum(1)?.div(&live.sum(1)?)?.mean_all()? } else { m.sum_all()?.div(&live.sum_all()?)? })
+                            Ok(if *per_input { m.sum(1)?.div(&denom)?.mean_all()? } else { m.sum_all()?.div(&denom)? })
                         };
                         l_prune.push(average(&m_theta)?);
                         keep_masks.push(m_theta.clone());
