@@ -100,7 +100,7 @@ fn real_minilm_short_finetune_lowers_the_loss() {
     let cfg = FinetuneConfig {
         model: files.dir.display().to_string(),
         task: "sst2".into(),
-        data_dir: fixtures::shared_glue(),
+        data_dir: fixtures::real_sst2(),
         epochs: 1,
         batch_size: 16,
         learning_rate: 1e-4,

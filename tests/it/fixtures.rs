@@ -84,15 +84,22 @@ pub fn sentiment_tsvs(dir: &Path, n_train: usize, n_dev: usize, seed: u64) -> Pa
     dir.to_path_buf()
 }
 
-/// The real GLUE files shipped beside the repository; `CIPHERPRUNE_GLUE_DIR`
-/// overrides the place, as for the unit tests. Missing data fails the test
-/// with the fix instead of an unwrap deep inside `finetune`.
-pub fn shared_glue() -> PathBuf {
-    let dir = std::env::var_os("CIPHERPRUNE_GLUE_DIR")
+/// Real SST-2-format sentences for the real-model tests: the GLUE files
+/// beside the repository (`CIPHERPRUNE_GLUE_DIR` overrides the place, as for
+/// the unit tests), else the Rotten Tomatoes split that
+/// `scripts/fetch-assets.sh` writes to `data/polarity`, so a clone anywhere
+/// runs them.
+pub fn real_sst2() -> PathBuf {
+    let glue = std::env::var_os("CIPHERPRUNE_GLUE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glue"));
-    assert!(dir.is_dir(), "no GLUE data at {} (set CIPHERPRUNE_GLUE_DIR to a GLUE root)", dir.display());
-    dir
+    let polarity = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/polarity");
+    if glue.is_dir() {
+        glue
+    } else {
+        assert!(polarity.join("train.tsv").is_file(), "no GLUE data at {} and no {} (set CIPHERPRUNE_GLUE_DIR, or run scripts/fetch-assets.sh)", glue.display(), polarity.display());
+        polarity
+    }
 }
 
 /// The real pretrained model, installed by `scripts/fetch-assets.sh`.
