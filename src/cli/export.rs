@@ -9,9 +9,9 @@ use clap::Args;
 use cipherprune::fixed::Ring;
 use cipherprune::prune::file::{Measured, ModelIdentity, ThresholdFile};
 use cipherprune::prune::simulate::simulate;
+use cipherprune::run::{engine_model, secure_cost, Ablation, Run, RunSpec};
 
 use super::progress::Bars;
-use super::simulate::{load_run, plan_of};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -39,13 +39,16 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let ring = Ring::new(args.ring_bits, args.frac_bits)?;
-    let run = load_run(&args.checkpoint, None, &None, &None, "dev", if args.no_measure { Some(0) } else { args.limit }, None)?;
-    let (theta, beta) = run.thresholds.clone().with_context(|| format!("`{}` has no thresholds: run `prune` first", args.checkpoint.display()))?;
+    let spec = RunSpec { checkpoint: args.checkpoint.clone(), split: "dev".into(), limit: if args.no_measure { Some(0) } else { args.limit }, ..Default::default() };
+    let run = Run::load(&spec)?;
+    let t = run.thresholds.clone().with_context(|| format!("`{}` has no thresholds: run `prune` first", args.checkpoint.display()))?;
+    let (theta, beta) = (t.theta, t.beta);
     let measured = if args.no_measure {
         None
     } else {
-        let plan = plan_of(&run, false, false, false, true)?;
+        let plan = run.plan(Ablation::default(), true)?;
         let r = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(args.quiet))?;
+        let secure = secure_cost(&engine_model(&run.loaded, ring)?, &plan, &r.shapes);
         Some(Measured {
             split: "dev".into(),
             examples: run.data.len(),
@@ -53,6 +56,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
             tokens_kept_per_layer: r.tokens_kept_per_layer,
             reduced_per_layer: r.reduced_per_layer,
             relative_work: r.relative_work,
+            relative_flops: Some(r.relative_flops),
+            secure_bytes_ratio: Some(secure.bytes_ratio),
+            secure_rounds_ratio: Some(secure.rounds_ratio),
         })
     };
     let c = &run.loaded.cfg;
@@ -67,12 +73,16 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // A stage that was switched off exports thresholds that never fire.
     let theta: Vec<f64> = if pc.prune { theta } else { vec![0.0; theta.len()] };
     let beta: Vec<f64> = if pc.reduce { beta } else { theta.clone() };
-    let file = ThresholdFile::new(model, run.task.name(), pc.temperature, ring, &theta, &beta, measured);
+    let file = ThresholdFile::new(model, run.task.name(), pc.temperature, ring, &theta, &beta, &t.exponent, measured);
     file.save(&args.out)?;
     println!("wrote {} ({} layers, ring {}/{})", args.out.display(), theta.len(), ring.bits(), ring.frac());
     if let Some(m) = &file.measured {
         let metrics: Vec<String> = m.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        println!("  measured on {} dev examples: {}, relative work {:.3}", m.examples, metrics.join(", "), m.relative_work);
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        println!(
+            "  measured on {} dev examples: {}, relative work {:.3}, relative FLOPs {:.3}, secure bytes {:.3}, rounds {:.3}",
+            m.examples, metrics.join(", "), m.relative_work, v(m.relative_flops), v(m.secure_bytes_ratio), v(m.secure_rounds_ratio)
+        );
     }
     Ok(())
 }

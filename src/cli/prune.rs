@@ -12,7 +12,7 @@ use cipherprune::train::prune::{prune, PruneRun};
 
 use super::finetune::CommonTrain;
 use super::progress::Bars;
-use super::runinfo::RunInfo;
+use cipherprune::run::{Ablation, Run, RunInfo, RunSpec};
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -67,6 +67,21 @@ pub struct PruneArgs {
     /// is averaged (default: over all live tokens, which weighs long inputs more).
     #[arg(long)]
     pub per_input_loss: bool,
+    /// p of the compared score ΣA/(H·n^p), in [0, 1]: 1 the share score
+    /// (default), 0 the relative score (mean 1; thresholds mean the same at
+    /// every length).
+    #[arg(long, value_name = "P")]
+    pub score_exponent: Option<f64>,
+    /// Learn p per layer with θ (from --score-exponent).
+    #[arg(long)]
+    pub learn_exponent: bool,
+    /// Hold the soft masks' expected relative FLOPs at X in (0, 1] with a
+    /// Lagrange multiplier, in both stages, instead of the λ·L_prune penalty.
+    #[arg(long, value_name = "X")]
+    pub target_flops: Option<f64>,
+    /// Learning rate of the FLOPs target's multipliers.
+    #[arg(long)]
+    pub lagrange_lr: Option<f64>,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -122,6 +137,10 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if args.no_reduce { cfg.reduce = false; }
     if args.cumulative { cfg.cumulative = true; }
     if args.per_input_loss { cfg.per_input_loss = true; }
+    if let Some(v) = args.score_exponent { cfg.score_exponent = v; }
+    if args.learn_exponent { cfg.learn_exponent = true; }
+    if let Some(v) = args.target_flops { cfg.target_flops = Some(v); }
+    if let Some(v) = args.lagrange_lr { cfg.lagrange_lr = v; }
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
@@ -144,10 +163,11 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
 /// After a finished run: the dev simulation of the result (batched
 /// masks), `summary.json`, and the pictures.
 pub fn finish(out: &std::path::Path, result: &std::path::Path, quiet: bool) -> Result<serde_json::Value> {
-    let run = super::simulate::load_run(result, None, &None, &None, "dev", None, None)?;
-    let plan = super::simulate::plan_of(&run, false, false, false, false)?;
+    let run = Run::load(&RunSpec { checkpoint: result.to_path_buf(), split: "dev".into(), ..Default::default() })?;
+    let plan = run.plan(Ablation::default(), false)?;
     let r = cipherprune::prune::simulate::simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
-    let summary = super::simulate::report_json(run.task, "dev", super::simulate::mode_name(&plan), &r);
+    let secure = cipherprune::run::secure_cost(&cipherprune::run::engine_model(&run.loaded, cipherprune::fixed::Ring::BOLT)?, &plan, &r.shapes);
+    let summary = super::simulate::report_json(run.task, "dev", super::simulate::mode_name(&plan), &r, Some(&secure));
     cipherprune::io::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     cipherprune::plot::tokens_per_layer(&out.join("tokens_kept.svg"), &format!("{}: tokens entering each layer (dev mean)", run.task.name()), &r.tokens_entering_per_layer, r.real_tokens)?;
     let mut series = vec![];
@@ -188,6 +208,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
     );
     println!("  θ per layer: {}", fmt(&r.theta));
     println!("  β per layer: {}", fmt(&r.beta));
+    if r.exponent.iter().any(|&p| p != 1.0) {
+        println!("  p per layer: {}", fmt(&r.exponent));
+    }
     if let Some(h) = &r.hard {
         if let Some(best) = h.state.best_metric {
             let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
@@ -197,7 +220,11 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if !interrupted {
         let s = finish(&args.out, &r.result_dir, args.common.quiet)?;
         let main = cipherprune::data::Task::from_name(&cfg.task)?.main_metric();
-        println!("  dev (hard masks, approximations): {main} {:.4}, relative work {:.3}, tokens kept per layer {}", s[main].as_f64().unwrap_or(f64::NAN), s["relative_work"].as_f64().unwrap_or(f64::NAN), s["tokens_kept_per_layer"]);
+        let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  dev (hard masks, approximations): {main} {:.4}, relative work {:.3}, relative FLOPs {:.3}, secure bytes {:.3} and rounds {:.3}, tokens kept per layer {}",
+            f(main), f("relative_work"), f("relative_flops"), f("secure_bytes_ratio"), f("secure_rounds_ratio"), s["tokens_kept_per_layer"]
+        );
         println!("  plots: {}/loss.svg, {}/tokens_kept.svg", args.out.display(), args.out.display());
     }
     println!("result: {} (next: cipherprune simulate --checkpoint {0}; cipherprune export --checkpoint {0} --out thresholds.yaml)", r.result_dir.display());

@@ -1,53 +1,11 @@
-//! What a run directory says about itself: its task, data and sequence
-//! length (from `config.yaml` of `finetune` or `prune.yaml` of `prune`), so
-//! later commands need no repeated flags.
+//! The flags that pick a run and its examples, shared by `eval`,
+//! `simulate` and `secure-eval`; the run itself is [`cipherprune::run`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use clap::Args;
 
-use cipherprune::config::{load_yaml, FinetuneConfig};
-use cipherprune::prune::config::PruneConfig;
-
-#[derive(Clone, Debug, Default)]
-pub struct RunInfo {
-    pub task: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub max_seq_len: Option<usize>,
-    pub prune: Option<PruneConfig>,
-}
-
-impl RunInfo {
-    pub fn read(dir: &Path) -> Result<RunInfo> {
-        let ft = dir.join("config.yaml");
-        let pr = dir.join("prune.yaml");
-        if pr.is_file() {
-            let c: PruneConfig = load_yaml(&pr)?;
-            return Ok(RunInfo { task: Some(c.task.clone()), data_dir: Some(c.data_dir.clone()), max_seq_len: Some(c.max_seq_len), prune: Some(c) });
-        }
-        if ft.is_file() {
-            let c: FinetuneConfig = load_yaml(&ft)?;
-            return Ok(RunInfo { task: Some(c.task), data_dir: Some(c.data_dir), max_seq_len: Some(c.max_seq_len), prune: None });
-        }
-        Ok(RunInfo::default())
-    }
-
-    /// The flag if given, else the run's value, else an error naming the flag.
-    /// A flag naming another task than the run was trained on is an error:
-    /// its head would answer a different question.
-    pub fn task(&self, flag: &Option<String>) -> Result<String> {
-        if let (Some(f), Some(t)) = (flag, &self.task) {
-            let (a, b) = (cipherprune::data::Task::from_name(f)?, cipherprune::data::Task::from_name(t)?);
-            anyhow::ensure!(a.dir_name() == b.dir_name(), "the checkpoint was trained on {}, not {}: a checkpoint for another task", b.name(), a.name());
-        }
-        flag.clone().or_else(|| self.task.clone()).context("--task is required (the checkpoint has no config.yaml or prune.yaml)")
-    }
-
-    pub fn data_dir(&self, flag: &Option<PathBuf>) -> Result<PathBuf> {
-        flag.clone().or_else(|| self.data_dir.clone()).context("--data-dir is required (the checkpoint has no config.yaml or prune.yaml)")
-    }
-}
+use cipherprune::run::RunSpec;
 
 /// Which run, and which examples: the flags `eval`, `simulate` and
 /// `secure-eval` share. Task, data and length default to the run's own.
@@ -70,4 +28,19 @@ pub struct EvalData {
     /// Default: the run's max_seq_len, else 128.
     #[arg(long)]
     pub max_seq_len: Option<usize>,
+}
+
+impl EvalData {
+    /// The library's description of the same choice, with a threshold file.
+    pub fn spec(&self, thresholds: Option<PathBuf>) -> RunSpec {
+        RunSpec {
+            checkpoint: self.checkpoint.clone(),
+            thresholds,
+            task: self.task.clone(),
+            data_dir: self.data_dir.clone(),
+            split: self.split.clone(),
+            limit: self.limit,
+            max_seq_len: self.max_seq_len,
+        }
+    }
 }

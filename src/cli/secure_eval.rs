@@ -21,7 +21,10 @@ use cipherprune::secure::run::{run_all, totals, EngineInput};
 use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
 
 use super::progress::Bars;
-use super::simulate::{load_run, mode_name, plan_of};
+use super::simulate::mode_name;
+use cipherprune::mpc::estimate::{secure_ratios, Protocol};
+use cipherprune::prune::simulate::ExampleShape;
+use cipherprune::run::{Ablation, Run};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RingPreset {
@@ -117,14 +120,14 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         TruncMode::Probabilistic => Truncation::Probabilistic { seed: args.seed },
     };
     let d = &args.data;
-    let run = load_run(&d.checkpoint, args.thresholds.as_deref(), &d.task, &d.data_dir, &d.split, d.limit, d.max_seq_len)?;
+    let run = Run::load(&d.spec(args.thresholds.clone()))?;
     let quiet = args.json;
-    let exact = simulate(&run.model, &plan_of(&run, true, false, false, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
-    let plan = plan_of(&run, false, false, false, true)?;
+    let exact = simulate(&run.model, &run.plan(Ablation { exact: true, ..Default::default() }, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
+    let plan = run.plan(Ablation::default(), true)?;
     let sim = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
-    let (thetas, betas) = match &plan.masking {
-        Masking::Hard { theta, beta } => (theta.clone(), beta.clone()),
-        _ => (None, None),
+    let (thetas, betas, exponents) = match &plan.masking {
+        Masking::Hard { theta, beta, exponent } => (theta.clone(), beta.clone(), exponent.clone()),
+        _ => (None, None, None),
     };
 
     let files = &run.loaded.files;
@@ -132,7 +135,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     let weights = BertWeights::from_safetensors_file(&files.weights, ecfg).with_context(|| format!("loading `{}` for the engine", files.weights.display()))?;
     let model = EngineModel::from_weights(&weights, &ring);
     let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
-    let pruned_cfg = EngineConfig { ring, truncation, thetas, betas };
+    let pruned_cfg = EngineConfig { ring, truncation, thetas, betas, exponents };
     let unpruned_cfg = EngineConfig { thetas: None, betas: None, ..pruned_cfg.clone() };
     let started = Instant::now();
     let pb = bar(quiet, inputs.len(), "engine");
@@ -155,8 +158,8 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         "examples": inputs.len(),
         "exact": shown(&exact.metrics), "simulation": shown(&sim.metrics), "engine": shown(&c.engine),
         "engine_unpruned": shown(&c.engine_unpruned),
-        "simulation_tokens_kept_per_layer": sim.tokens_kept_per_layer, "relative_work": sim.relative_work,
-        "examples_per_second": eps, "engine_seconds": engine_seconds,
+        "simulation_tokens_kept_per_layer": sim.tokens_kept_per_layer, "relative_work": sim.relative_work, "relative_flops": sim.relative_flops,
+        "examples_per_second": eps, "engine_seconds": engine_seconds, "compaction": args.compaction.name(),
     });
     // Per operator class and layer, for the pruned and the unpruned model.
     report["cost_by_layer"] = serde_json::json!({ "pruned": cost_p, "unpruned": cost_u });
@@ -164,6 +167,22 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     for key in ["agreement", "logit_diff_max", "logit_diff_mean", "flips_per_layer", "examples_with_flips", "engine_tokens_kept_per_layer", "engine_reduced_per_layer", "overflows", "overflow_rows", "costs"] {
         report[key] = detail[key].clone();
     }
+    // The protocol's online cost from the engine's shapes (what a
+    // two-party run of these thresholds reveals), without running it.
+    let shapes: Vec<ExampleShape> = pruned
+        .iter()
+        .zip(&run.data)
+        .map(|(r, e)| {
+            let kept: Vec<usize> = r.kept_per_layer.iter().map(Vec::len).collect();
+            let entering = std::iter::once(e.len()).chain(kept.iter().copied()).take(kept.len()).collect();
+            ExampleShape { real: e.len(), entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect() }
+        })
+        .collect();
+    let proto = Protocol { truncation, compaction: args.compaction };
+    let secure = secure_ratios(&model, &LayerThresholds::from_config(&pruned_cfg, model.num_layers()), proto, &shapes);
+    report["secure_cost"] = serde_json::to_value(secure)?;
+    report["secure_bytes_ratio"] = secure.bytes_ratio.into();
+    report["secure_rounds_ratio"] = secure.rounds_ratio.into();
     let mut shares = None;
     if args.backend == BackendKind::Shares {
         let sinputs = run
@@ -239,6 +258,8 @@ fn print_table(r: &serde_json::Value, c: &Comparison, path: &std::path::Path) {
     println!("  threshold flips        {:?} per layer ({} examples with any)", c.flips_per_layer, c.examples_with_flips);
     let kept: Vec<String> = c.engine_tokens_kept_per_layer.iter().map(|v| format!("{v:.1}")).collect();
     println!("  engine tokens kept     [{}] per layer (simulation relative work {:.3})", kept.join(", "), r["relative_work"].as_f64().unwrap_or(f64::NAN));
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    println!("  relative FLOPs         {:.3} (simulation); secure online bytes {:.3}, rounds {:.3} of the unpruned model's (engine shapes, {} compaction)", f("relative_flops"), f("secure_bytes_ratio"), f("secure_rounds_ratio"), r["compaction"].as_str().unwrap_or("shuffle"));
     println!("  engine speed           {:.1} examples/s", r["examples_per_second"].as_f64().unwrap_or(0.0));
     println!("  cost, pruned / unpruned    products (mults, MACs)   comparisons   truncations");
     for k in &c.costs {

@@ -17,11 +17,9 @@ use cipherprune::mpc::sort::Compaction;
 use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
 use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
-use cipherprune::train::finetune::{load_model, Loaded};
+use cipherprune::run::{load_model, load_thresholds, Loaded, RunInfo};
 
-use super::runinfo::RunInfo;
 use super::secure_eval::{RingArgs, TruncMode};
-use super::simulate::load_thresholds;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -104,11 +102,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let (info, loaded) = load(&args.checkpoint, 128)?;
     let task = Task::from_name(&info.task(&None)?)?;
     let sha = sha256_file(&loaded.files.weights)?;
-    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha)? };
+    let own_p = info.prune.as_ref().map(|c| c.score_exponent);
+    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha, own_p)? };
     let (prune, reduce) = info.prune.as_ref().map_or((true, true), |c| (c.prune, c.reduce));
-    let (thetas, betas) = match thr {
-        Some((t, b)) => (prune.then_some(t), reduce.then_some(b)),
-        None => (None, None),
+    let (thetas, betas, exponents) = match thr {
+        Some(t) => (prune.then_some(t.theta), reduce.then_some(t.beta), Some(t.exponent)),
+        None => (None, None, None),
     };
     let weights = engine_weights(&loaded)?;
     let model = EngineModel::from_weights(&weights, &ring);
@@ -117,7 +116,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         TruncMode::Exact => cipherprune::fixed::Truncation::Exact,
         TruncMode::Probabilistic => cipherprune::fixed::Truncation::Probabilistic { seed: 0 },
     };
-    let cfg = EngineConfig { ring, truncation, thetas, betas };
+    let cfg = EngineConfig { ring, truncation, thetas, betas, exponents };
     let thresholds = LayerThresholds::from_config(&cfg, layers);
     let public = ServerInfo {
         protocol: PROTOCOL.into(),

@@ -4,7 +4,8 @@
 //! removing pruned rows for real). Semantics: DESIGN.md §2.
 //!
 //! In layer l, once the attention probabilities A are known, the score of
-//! live token i is S(i) = Σ_h Σ_{live q} A[h, q, i] / (H·n). With hard masks
+//! live token i is S(i) = Σ_h Σ_{live q} A[h, q, i] / (H·n^p), p the
+//! layer's length exponent (1: scores sum to 1; 0: they average 1). With hard masks
 //! tokens with S < θ_l leave (position 0, [CLS], never does) and kept
 //! tokens with S < β_l are reduced: low-degree GELU in layer l and
 //! low-degree softmax for their query row in layer l + 1. With soft masks
@@ -39,9 +40,12 @@ pub enum Masking {
     /// over all live tokens of the batch, where a 50-token input weighs five
     /// times a 10-token one and its tokens are pushed out just as hard,
     /// though each is worth a fifth of the work.
-    Soft { theta: Tensor, beta: Tensor, temperature: f64, cumulative: bool, per_input: bool },
-    /// Inference: per-layer thresholds; `None` turns pruning or reduction off.
-    Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>> },
+    /// `exponent` holds each layer's p (it may carry gradients too);
+    /// `None` for p = 1 everywhere.
+    Soft { theta: Tensor, beta: Tensor, exponent: Option<Tensor>, temperature: f64, cumulative: bool, per_input: bool },
+    /// Inference: per-layer thresholds; `None` turns pruning or reduction
+    /// off. `exponent`: each layer's p, `None` for p = 1 everywhere.
+    Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>>, exponent: Option<Vec<f64>> },
     /// The baseline that learned thresholds are judged against: a fixed
     /// schedule ranking by the same score. After layer l each input keeps
     /// its round(keep[l] · n) highest-scoring live tokens ([CLS] always, at
@@ -154,11 +158,17 @@ impl Bert {
                 let weight = soft_live.as_ref().unwrap_or(&live);
                 let n = weight.sum_keepdim(1)?; // (b, 1)
                 let col = probs.broadcast_mul(&weight.reshape((b, 1, seq, 1))?)?.sum(2)?.sum(1)?; // (b, seq)
-                let s = col.broadcast_div(&(n * heads)?)?;
+                // H·n^p = H·exp(p·ln n); n ≥ 1 ([CLS] is always live).
+                let norm = match &plan.masking {
+                    Masking::Soft { exponent: Some(p), .. } => n.clamp(1f32, f32::MAX)?.log()?.broadcast_mul(&p.narrow(0, l, 1)?)?.exp()?,
+                    Masking::Hard { exponent: Some(p), .. } if p[l] != 1.0 => n.clamp(1f32, f32::MAX)?.log()?.affine(p[l], 0.0)?.exp()?,
+                    _ => n,
+                };
+                let s = col.broadcast_div(&(norm * heads)?)?;
                 let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), &dev)?;
                 let (hard_keep, reduced) = match &plan.masking {
                     Masking::Off => unreachable!(),
-                    Masking::Soft { theta, beta, temperature, cumulative, per_input } => {
+                    Masking::Soft { theta, beta, temperature, cumulative, per_input, .. } => {
                         let (th, be) = (theta.narrow(0, l, 1)?, beta.narrow(0, l, 1)?);
                         let m_theta = sigmoid(&(s.broadcast_sub(&th)? / *temperature)?)?;
                         let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
@@ -186,7 +196,7 @@ impl Bert {
                         let reduced = (&hard_keep * s.broadcast_lt(&be.detach())?.to_dtype(DType::F32)?)?;
                         (hard_keep, reduced)
                     }
-                    Masking::Hard { theta, beta } => {
+                    Masking::Hard { theta, beta, .. } => {
                         let keep = match theta {
                             Some(th) => (s.ge(th[l])?.to_dtype(DType::F32)?.broadcast_add(&cls)?.clamp(0f32, 1f32)? * &live)?,
                             None => live.clone(),

@@ -195,6 +195,7 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
             truncation: Truncation::Exact,
             thetas: Some((0..layers).map(|j| if j < l { thetas[j] } else { 0.0 }).collect()),
             betas: Some((0..layers).map(|j| if j < l { betas[j] } else { 0.0 }).collect()),
+            exponents: None,
         };
         let r = forward(model, &cfg, emb, n, 0);
         let live = r.scores_ring[l].len();
@@ -212,7 +213,7 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
         let b = cut(&mut kept, keep_high, scale).max(t);
         betas[l] = b as f64 / s;
     }
-    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()) };
+    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: None };
     let reached = forward(model, &cfg, emb, n, 0).live_per_layer.iter().map(|v| v.len()).collect();
     (thetas, betas, reached)
 }
@@ -265,8 +266,8 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, cut: Cut, se
     let mut out = Vec::new();
     let mut identical = true;
     for (what, cfg) in [
-        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()) }),
-        ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None }),
+        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: None }),
+        ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None }),
     ] {
         progress(what);
         let engine = forward(&model, &cfg, &emb, tokens, 0);

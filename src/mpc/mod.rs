@@ -13,6 +13,8 @@
 //! - [`session`]: one run in-process (three threads) or one party over TCP.
 //! - [`net`]: `serve` / `client` over TCP.
 //! - [`cost`]: bytes, rounds, time and network estimates.
+//! - [`estimate`]: the online bytes and rounds of a run from its shapes
+//!   alone (the same forward over a backend of lengths).
 
 pub mod arith;
 pub mod bench;
@@ -20,11 +22,14 @@ pub mod bits;
 pub mod channel;
 pub mod cost;
 pub mod dealer;
+pub mod estimate;
 pub mod eval;
 pub mod net;
 pub mod session;
 pub mod shares;
 pub mod sort;
 
+#[cfg(test)]
+mod estimate_tests;
 #[cfg(test)]
 mod tests;

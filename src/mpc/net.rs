@@ -229,7 +229,7 @@ pub fn run_client(
         .prune
         .iter()
         .zip(&info.reduce)
-        .map(|(&p, &r)| LayerThresholds { theta: p.then_some(0), beta: r.then_some(0) })
+        .map(|(&p, &r)| LayerThresholds { theta: p.then_some(0), beta: r.then_some(0), ..Default::default() })
         .collect();
     let mut dealer = TcpTransport::new(connect()?, timeout)?;
     send_json(&mut dealer, &Hello { protocol: PROTOCOL.into(), role: "dealer".into(), tokens: 0 })?;

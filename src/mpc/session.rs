@@ -30,7 +30,7 @@ pub struct PartyOutcome {
 pub fn client_thresholds(server: &[LayerThresholds]) -> Vec<LayerThresholds> {
     server
         .iter()
-        .map(|t| LayerThresholds { theta: t.theta.map(|_| 0), beta: t.beta.map(|_| 0) })
+        .map(|t| LayerThresholds { theta: t.theta.map(|_| 0), beta: t.beta.map(|_| 0), ..Default::default() })
         .collect()
 }
 

@@ -41,6 +41,18 @@ pub struct PruneConfig {
     /// relative work is averaged (true), or over all live tokens of the
     /// batch, which weighs long inputs more (false).
     pub per_input_loss: bool,
+    /// p of the compared score ΣA/(H·n^p) (DESIGN.md §2): 1 is the share
+    /// score (scores sum to 1, so a fixed θ prunes long inputs harder), 0
+    /// the relative score (mean 1, length-invariant). In [0, 1].
+    pub score_exponent: f64,
+    /// Learn p per layer with θ (starting from `score_exponent`).
+    pub learn_exponent: bool,
+    /// Hold the soft masks' expected relative FLOPs at this value with a
+    /// Lagrange multiplier (ToP), in both stages, instead of λ·L_prune.
+    /// In (0, 1]; `null`: the λ penalty.
+    pub target_flops: Option<f64>,
+    /// Learning rate of the multipliers of `target_flops` (gradient ascent).
+    pub lagrange_lr: f64,
     /// Learn and apply pruning thresholds θ.
     pub prune: bool,
     /// Learn and apply reduction thresholds β (low-degree functions).
@@ -87,6 +99,10 @@ impl Default for PruneConfig {
             beta_gap_init: 0.02,
             cumulative: false,
             per_input_loss: false,
+            score_exponent: 1.0,
+            learn_exponent: false,
+            target_flops: None,
+            lagrange_lr: 5e-2,
             prune: true,
             reduce: true,
             warmup_ratio: 0.06,
@@ -125,6 +141,17 @@ impl PruneConfig {
         }
         if !pos(self.beta_gap_init) || !self.theta_init.is_finite() {
             return bad("beta_gap_init must be positive and theta_init a number");
+        }
+        if !(0.0..=1.0).contains(&self.score_exponent) {
+            return Err(Error::Config(format!("score_exponent is {}, not in [0, 1]", self.score_exponent)));
+        }
+        if let Some(t) = self.target_flops {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(Error::Config(format!("target_flops is {t}, not in (0, 1]")));
+            }
+        }
+        if !pos(self.lagrange_lr) {
+            return bad("lagrange_lr must be a positive number");
         }
         if !(0.0..=1.0).contains(&self.distill) {
             return bad("distill must be in [0, 1]");

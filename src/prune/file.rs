@@ -12,10 +12,11 @@ use crate::model::BertConfig;
 
 pub const FORMAT: &str = "cipherprune-thresholds/1";
 
-pub const SCORE: &str = "S_l(i) = sum_heads sum_{live queries q} A_l[h,q,i] / (H*n), n = live tokens entering layer l; \
+pub const SCORE: &str = "S_l(i) = sum_heads sum_{live queries q} A_l[h,q,i] / (H*n^p_l), n = live tokens entering layer l, \
+p_l = the layer's exponent (1: scores sum to 1; 0: they average 1); \
 keep i iff S_l(i) >= theta_l ([CLS] always kept; pruning is cumulative); \
 reduce kept i iff S_l(i) < beta_l (low-degree GELU in layer l, low-degree softmax row in layer l+1). \
-In the ring: keep iff sum_h sum_q A >= theta_ring*H*n.";
+In the ring: keep iff sum_h sum_q A >= round(theta_ring*H*n^p_l) (n public, so n^p_l is a public constant; exactly theta_ring*H*n at p = 1).";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +46,14 @@ pub struct LayerEntry {
     /// round(θ·2^s) and round(β·2^s) in the file's ring.
     pub theta_ring: i64,
     pub beta_ring: i64,
+    /// p of the score this layer's θ and β compare with (files written
+    /// before p existed have none: p = 1).
+    #[serde(default = "one")]
+    pub exponent: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +83,15 @@ pub struct Measured {
     pub tokens_kept_per_layer: Vec<f64>,
     pub reduced_per_layer: Vec<f64>,
     pub relative_work: f64,
+    /// Absent in files written before the FLOPs view existed.
+    #[serde(default)]
+    pub relative_flops: Option<f64>,
+    /// Online bytes and rounds of the two-party protocol over the
+    /// unpruned model's, computed from the shapes (absent in older files).
+    #[serde(default)]
+    pub secure_bytes_ratio: Option<f64>,
+    #[serde(default)]
+    pub secure_rounds_ratio: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,13 +116,14 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 impl ThresholdFile {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(model: ModelIdentity, task: &str, temperature: f64, ring: Ring, theta: &[f64], beta: &[f64], measured: Option<Measured>) -> Self {
+    pub fn new(model: ModelIdentity, task: &str, temperature: f64, ring: Ring, theta: &[f64], beta: &[f64], exponent: &[f64], measured: Option<Measured>) -> Self {
         let s = ring.frac();
         let layers = theta
             .iter()
             .zip(beta)
+            .zip(exponent)
             .enumerate()
-            .map(|(layer, (&t, &b))| LayerEntry { layer, theta: t, beta: b, theta_ring: Ring::round_scaled(t, s) as i64, beta_ring: Ring::round_scaled(b, s) as i64 })
+            .map(|(layer, ((&t, &b), &p))| LayerEntry { layer, theta: t, beta: b, theta_ring: Ring::round_scaled(t, s) as i64, beta_ring: Ring::round_scaled(b, s) as i64, exponent: p })
             .collect();
         ThresholdFile {
             format: FORMAT.into(),
@@ -127,6 +146,10 @@ impl ThresholdFile {
         self.layers.iter().map(|l| l.beta).collect()
     }
 
+    pub fn exponents(&self) -> Vec<f64> {
+        self.layers.iter().map(|l| l.exponent).collect()
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::config::save_yaml(path, self)
     }
@@ -146,6 +169,9 @@ impl ThresholdFile {
         for (i, e) in f.layers.iter().enumerate() {
             if e.layer != i {
                 return bad(format!("layers[{i}].layer"), format!("{} (expected {i})", e.layer));
+            }
+            if !(0.0..=1.0).contains(&e.exponent) {
+                return bad(format!("layers[{i}].exponent"), format!("p = {} is not in [0, 1]", e.exponent));
             }
             if !(e.theta.is_finite() && e.beta.is_finite()) || e.beta < e.theta {
                 return bad(format!("layers[{i}].beta"), format!("β = {} must be a number ≥ θ = {}", e.beta, e.theta));

@@ -7,6 +7,7 @@ pub mod config;
 pub mod file;
 pub mod simulate;
 pub mod thresholds;
+pub mod work;
 
 pub use file::ThresholdFile;
 pub use thresholds::Thresholds;

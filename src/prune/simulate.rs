@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::data::{batch, metrics, Encoded, Task};
 use crate::error::Result;
 use crate::model::{Bert, ForwardCtx, Inputs, Plan};
+use crate::prune::work::LayerDims;
 use crate::train::{Metrics, Observer};
 
 /// Bins of the kept-fraction histogram: [0, 0.1), …, [0.9, 1.0].
@@ -23,7 +24,19 @@ pub struct LengthGroup {
     pub max_tokens: usize,
     pub examples: usize,
     pub relative_work: f64,
+    pub relative_flops: f64,
     pub metrics: Metrics,
+}
+
+/// The public shape of one example's pruned forward: what the two-party
+/// protocol reveals, and all its cost depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExampleShape {
+    pub real: usize,
+    /// Per layer: tokens entering, kept after pruning, reduced among the kept.
+    pub entering: Vec<usize>,
+    pub kept: Vec<usize>,
+    pub reduced: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -47,6 +60,11 @@ pub struct SimReport {
     pub reduced_per_layer: Vec<f64>,
     /// Mean over examples of Σ_l entering_l / (L · real tokens).
     pub relative_work: f64,
+    /// Mean over examples of the FLOPs ratio ([`crate::prune::work`]).
+    pub relative_flops: f64,
+    /// Per example, in data order.
+    #[serde(skip)]
+    pub shapes: Vec<ExampleShape>,
     /// The same against inputs padded to `max_seq_len` (the view that
     /// counts removed padding as savings).
     pub relative_work_padded: f64,
@@ -117,10 +135,16 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
             h
         })
         .collect();
+    let dims = LayerDims { hidden: model.cfg.hidden_size, intermediate: model.cfg.intermediate_size };
+    r.shapes = (0..data.len())
+        .map(|i| ExampleShape { real: lengths[i], entering: entering[i].clone(), kept: r.kept_positions[i].iter().map(Vec::len).collect(), reduced: reduced[i].clone() })
+        .collect();
+    let flops = |i: usize| dims.relative_flops(lengths[i], &r.shapes[i].entering, &r.shapes[i].kept);
     let ratio = |i: usize, denom: f64| entering[i].iter().sum::<usize>() as f64 / (layers as f64 * denom);
     let mean = |f: &dyn Fn(usize) -> f64| (0..data.len()).map(f).sum::<f64>() / n;
     r.relative_work = mean(&|i| ratio(i, lengths[i].max(1) as f64));
     r.relative_work_padded = mean(&|i| ratio(i, max_seq_len.max(lengths[i]) as f64));
+    r.relative_flops = mean(&flops);
     let mut by_len: Vec<usize> = (0..data.len()).collect();
     by_len.sort_by_key(|&i| (lengths[i], i));
     r.by_length = (0..LENGTH_GROUPS)
@@ -131,6 +155,7 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
             max_tokens: lengths[ids[ids.len() - 1]],
             examples: ids.len(),
             relative_work: ids.iter().map(|&i| ratio(i, lengths[i].max(1) as f64)).sum::<f64>() / ids.len() as f64,
+            relative_flops: ids.iter().map(|&i| flops(i)).sum::<f64>() / ids.len() as f64,
             metrics: metrics::compute(task, &ids.iter().map(|&i| r.predictions[i]).collect::<Vec<_>>(), &ids.iter().map(|&i| labels[i]).collect::<Vec<_>>()),
         })
         .collect();

@@ -1,5 +1,6 @@
 //! The learnable per-layer thresholds: θ_l directly, β_l = θ_l + softplus(δ_l)
-//! so that β ≥ θ holds by construction (DESIGN.md §2).
+//! so that β ≥ θ holds by construction (DESIGN.md §2), and each layer's
+//! length exponent p of the score ΣA/(H·n^p), fixed or learned.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +12,18 @@ use crate::error::{Error, Result};
 pub struct Thresholds {
     pub theta: Var,
     pub delta: Var,
+    /// p per layer; learned only when the caller gives it to an optimiser.
+    /// Runs saved before p existed load with p = 1 (the share score).
+    pub exponent: Var,
+    /// The Lagrange multipliers (λ₁, λ₂) of a FLOPs target; zero until a
+    /// target is trained. Saved with the thresholds so a resumed run goes
+    /// on where it stopped.
+    pub lagrange: Var,
 }
+
+/// The tensor name of p in `thresholds.safetensors`.
+const EXPONENT: &str = "thresholds.exponent";
+const LAGRANGE: &str = "thresholds.lagrange";
 
 /// log(1 + eˣ), computed without overflow for any x.
 fn softplus(x: &Tensor) -> Result<Tensor> {
@@ -40,7 +52,35 @@ impl Thresholds {
         let dev = &Device::Cpu;
         let t: Vec<f32> = theta.iter().map(|&v| v as f32).collect();
         let d: Vec<f32> = theta.iter().zip(beta).map(|(t, b)| softplus_inv(b - t) as f32).collect();
-        Ok(Thresholds { theta: Var::from_tensor(&Tensor::new(t, dev)?)?, delta: Var::from_tensor(&Tensor::new(d, dev)?)? })
+        let p = vec![1f32; theta.len()];
+        Ok(Thresholds {
+            theta: Var::from_tensor(&Tensor::new(t, dev)?)?,
+            delta: Var::from_tensor(&Tensor::new(d, dev)?)?,
+            exponent: Var::from_tensor(&Tensor::new(p, dev)?)?,
+            lagrange: Var::zeros(2, candle_core::DType::F32, dev)?,
+        })
+    }
+
+    /// Sets p in every layer (one value) or per layer.
+    pub fn set_exponent(&self, p: &[f64]) -> Result<()> {
+        let layers = self.layers();
+        let v: Vec<f32> = match p.len() {
+            1 => vec![p[0] as f32; layers],
+            n if n == layers => p.iter().map(|&v| v as f32).collect(),
+            n => return Err(Error::Config(format!("score_exponent: {n} values for {layers} layers"))),
+        };
+        Ok(self.exponent.set(&Tensor::new(v, &Device::Cpu)?)?)
+    }
+
+    /// p as the forward uses it: clamped to [0, 1] (a learned p stops at
+    /// the ends of the range DESIGN.md §2 gives it).
+    pub fn exponent_tensor(&self) -> Result<Tensor> {
+        Ok(self.exponent.as_tensor().clamp(0f32, 1f32)?)
+    }
+
+    /// Current p per layer (clamped as the forward sees it).
+    pub fn exponents(&self) -> Result<Vec<f64>> {
+        Ok(self.exponent_tensor()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
     }
 
     pub fn layers(&self) -> usize {
@@ -59,7 +99,7 @@ impl Thresholds {
     }
 
     pub fn vars(&self) -> Vec<(String, Var)> {
-        vec![("thresholds.theta".into(), self.theta.clone()), ("thresholds.delta".into(), self.delta.clone())]
+        vec![("thresholds.theta".into(), self.theta.clone()), ("thresholds.delta".into(), self.delta.clone()), (EXPONENT.into(), self.exponent.clone()), (LAGRANGE.into(), self.lagrange.clone())]
     }
 
     /// Written next to a checkpoint's weights (atomically).
@@ -71,6 +111,15 @@ impl Thresholds {
     pub fn restore_from(&self, path: &Path) -> Result<()> {
         let map = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::Model(format!("`{}`: {e}", path.display())))?;
         for (name, var) in self.vars() {
+            if name == EXPONENT && !map.contains_key(&name) {
+                // Saved before p existed: the share score, p = 1.
+                self.set_exponent(&[1.0])?;
+                continue;
+            }
+            if name == LAGRANGE && !map.contains_key(&name) {
+                var.set(&var.zeros_like()?)?;
+                continue;
+            }
             let t = map.get(&name).ok_or_else(|| Error::Field { file: path.to_path_buf(), field: name.clone(), msg: "missing".into() })?;
             if t.dims() != var.dims() {
                 return Err(Error::Field { file: path.to_path_buf(), field: name, msg: format!("shape {:?}, expected {:?}", t.dims(), var.dims()) });

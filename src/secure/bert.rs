@@ -6,9 +6,11 @@
 //! 2. Per head S = trunc(Q_h K_hᵀ); softmax per query row — the LOW
 //!    approximation for rows of tokens the previous layer reduced, HIGH
 //!    otherwise (layer 0: all high).
-//! 3. Score ΣA(i) = Σ_h Σ_q A[h, q, i] (local); keep(i) ⟺ ΣA(i) ≥ θ_ring·H·n
-//!    with θ_ring = round(θ·2^s) — an integer comparison, no division; `[CLS]`
-//!    (row 0) is kept without a comparison (so n − 1 comparisons).
+//! 3. Score ΣA(i) = Σ_h Σ_q A[h, q, i] (local); keep(i) ⟺ ΣA(i) ≥
+//!    round(θ_ring·H·n^p) with θ_ring = round(θ·2^s) — n is public, so the
+//!    right side is a public constant and the test one integer comparison
+//!    (θ_ring·H·n exactly at p = 1); `[CLS]` (row 0) is kept without a
+//!    comparison (so n − 1 comparisons).
 //! 4. ctx = A·V, attention output dense, + X: computed for all n rows (they
 //!    are row-wise, so dropping rows first or after gives the same ring
 //!    values), then the kept rows are compacted together with their scores
@@ -38,6 +40,9 @@ pub struct EngineConfig {
     pub thetas: Option<Vec<f64>>,
     /// Reduction thresholds β_l per layer; `None`: no reduction.
     pub betas: Option<Vec<f64>>,
+    /// The score's length exponent p_l per layer; `None`: p = 1.
+    #[serde(default)]
+    pub exponents: Option<Vec<f64>>,
 }
 
 /// A LayerNorm's γ at scale s and β at scale 2s.
@@ -254,11 +259,31 @@ impl EngineModel {
     }
 }
 
-/// Thresholds of one layer as ring integers (round(θ·2^s)), or none.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Thresholds of one layer as ring integers (round(θ·2^s)), or none, and
+/// the exponent p of the score they compare with.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerThresholds {
     pub theta: Option<i64>,
     pub beta: Option<i64>,
+    pub exponent: f64,
+}
+
+impl Default for LayerThresholds {
+    fn default() -> Self {
+        LayerThresholds { theta: None, beta: None, exponent: 1.0 }
+    }
+}
+
+/// The public right side of the test ΣA(i) ≥ θ·H·n^p in the ring:
+/// round(t_ring·H·n^p) for a threshold t_ring = round(t·2^s). At p = 1 it is
+/// the integer t_ring·H·n exactly (no float involved).
+pub fn threshold_bound(t_ring: i64, heads: usize, n: usize, p: f64) -> i128 {
+    let hn = (heads * n) as i128;
+    if p == 1.0 {
+        t_ring as i128 * hn
+    } else {
+        (t_ring as f64 * heads as f64 * (n as f64).powf(p)).round() as i128
+    }
 }
 
 impl LayerThresholds {
@@ -275,8 +300,12 @@ impl LayerThresholds {
                 Ring::round_scaled(v[l], s) as i64
             })
         };
+        let p = |l: usize| cfg.exponents.as_ref().map_or(1.0, |v| {
+            assert_eq!(v.len(), layers, "exponents: {} values for {layers} layers", v.len());
+            v[l]
+        });
         (0..layers)
-            .map(|l| LayerThresholds { theta: enc(&cfg.thetas, "thetas", l), beta: enc(&cfg.betas, "betas", l) })
+            .map(|l| LayerThresholds { theta: enc(&cfg.thetas, "thetas", l), beta: enc(&cfg.betas, "betas", l), exponent: p(l) })
             .collect()
     }
 }
@@ -417,7 +446,7 @@ pub fn forward_on<B: Backend>(
             Some(theta) => {
                 b.set_scope(OpClass::Pruning, at);
                 b.note_elements(n);
-                let t = r.from_i128(theta as i128 * (h * n) as i128);
+                let t = r.from_i128(threshold_bound(theta, h, n, thr.exponent));
                 let rest = b.gather(&score, &(1..n).collect::<Vec<_>>());
                 let keep_rest = b.ge_public(&rest, &[t]);
                 let cls = b.bits_public(&[true]);
@@ -444,7 +473,7 @@ pub fn forward_on<B: Backend>(
         let part = thr.beta.map(|beta| {
             b.set_scope(OpClass::Reduction, at);
             b.note_elements(n);
-            let t = r.from_i128(beta as i128 * (h * n_scored) as i128);
+            let t = r.from_i128(threshold_bound(beta, h, n_scored, thr.exponent));
             let below = b.sub_public(&score, &[t]);
             let low = b.msb(&below);
             let bits = b.peek_bits(&low).unwrap_or_default();

@@ -30,6 +30,7 @@
 //!     truncation: Truncation::Exact,
 //!     thetas: Some(vec![0.05, 0.05]),
 //!     betas: Some(vec![0.1, 0.1]),
+//!     exponents: None, // p = 1: the share score
 //! };
 //! let model = EngineModel::from_weights(&weights, &cfg.ring);
 //! let ids = [1, 5, 7, 9, 2];

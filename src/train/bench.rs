@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::finetune::{load_model, task_loss};
+use super::finetune::task_loss;
+use crate::run::load_model;
 use super::optim::{decays, AdamW, Group};
 use crate::error::Result;
 use crate::model::{params, Bert, ForwardCtx, Inputs};

@@ -13,43 +13,8 @@ use super::trainer::{self, LoopSpec, Outcome, Stage};
 use crate::config::FinetuneConfig;
 use crate::data::{batch::Batch, Encoded, Task};
 use crate::error::{Error, Result};
-use crate::model::{params, Bert, BertConfig, ForwardCtx, Inputs, ModelFiles, Params};
-
-/// A model ready to train or evaluate, with where it came from.
-pub struct Loaded {
-    pub files: ModelFiles,
-    pub cfg: BertConfig,
-    pub params: Params,
-    pub tokenizer: tokenizers::Tokenizer,
-}
-
-/// Resolves and loads a model; with `num_labels`, adds a freshly initialised
-/// (seeded) head if the weights have none.
-pub fn load_model(spec: &str, num_labels: Option<usize>, max_len: usize, seed: u64) -> Result<Loaded> {
-    let files = crate::model::resolve(spec)?;
-    let mut cfg = BertConfig::load(&files.config)?;
-    let mut params = Params::load(&files.weights)?;
-    if let Some(k) = num_labels {
-        if let Some(have) = cfg.num_labels.filter(|&h| h != k && params.contains("classifier.weight")) {
-            return Err(Error::Model(format!("`{}` has a {have}-label head, the task needs {k}", files.weights.display())));
-        }
-        let mut rng = params::seeded(seed);
-        params.init_if_missing("classifier.weight", &[k, cfg.hidden_size], 0.02, &mut rng)?;
-        params.init_if_missing("classifier.bias", &[k], 0.0, &mut rng)?;
-        cfg.num_labels = Some(k);
-    }
-    let tokenizer = crate::data::load_tokenizer(&files.dir, max_len)?;
-    Ok(Loaded { files, cfg, params, tokenizer })
-}
-
-/// Reads and tokenises one split, keeping the first `limit` examples.
-pub fn load_split(tok: &tokenizers::Tokenizer, data_dir: &Path, task: Task, split: &str, limit: Option<usize>) -> Result<Vec<Encoded>> {
-    let mut ex = crate::data::read_split(data_dir, task, split)?;
-    if let Some(n) = limit {
-        ex.truncate(n);
-    }
-    crate::data::encode_examples(tok, &ex)
-}
+use crate::model::{params, Bert, BertConfig, ForwardCtx, Inputs, Params};
+use crate::run::{load_model, load_split, Loaded};
 
 /// Copies the tokenizer files next to saved weights so a run directory is
 /// itself a model directory (`--model RUN` / `--checkpoint RUN` both work).

@@ -11,7 +11,8 @@ use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::eval::Metrics;
-use super::finetune::{inputs_of, load_model, load_split, save_model_dir, task_loss, Loaded};
+use super::finetune::{inputs_of, save_model_dir, task_loss};
+use crate::run::{load_model, load_split, Loaded};
 use super::optim::{decays, Group};
 use super::progress::Observer;
 use super::trainer::{self, LoopSpec, Outcome, Stage};
@@ -22,13 +23,13 @@ use crate::prune::config::PruneConfig;
 use crate::prune::simulate::{simulate, SimReport};
 use crate::prune::Thresholds;
 
-pub const THRESHOLDS_FILE: &str = "thresholds.safetensors";
+pub use crate::run::THRESHOLDS_FILE;
 
 /// The inference plan of a pruning run: hard masks, approximations.
-pub fn hard_plan(cfg: &PruneConfig, theta: Vec<f64>, beta: Vec<f64>, physical: bool) -> Plan {
+pub fn hard_plan(cfg: &PruneConfig, theta: Vec<f64>, beta: Vec<f64>, exponent: Vec<f64>, physical: bool) -> Plan {
     Plan {
         numerics: Numerics::Approx,
-        masking: Masking::Hard { theta: cfg.prune.then_some(theta), beta: cfg.reduce.then_some(beta) },
+        masking: Masking::Hard { theta: cfg.prune.then_some(theta), beta: cfg.reduce.then_some(beta), exponent: Some(exponent) },
         physical,
     }
 }
@@ -49,20 +50,88 @@ struct PruneStage {
 impl PruneStage {
     fn plan(&self) -> Result<Plan> {
         if self.soft {
+            // p = 1 fixed takes the exact share score, as before p existed.
+            let exponent = (self.cfg.learn_exponent || self.cfg.score_exponent != 1.0).then(|| self.thr.exponent_tensor()).transpose()?;
             Ok(Plan {
                 numerics: Numerics::Approx,
-                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, temperature: self.cfg.temperature, cumulative: self.cfg.cumulative, per_input: self.cfg.per_input_loss },
+                masking: Masking::Soft { theta: self.thr.theta.as_tensor().clone(), beta: self.thr.beta()?, exponent, temperature: self.cfg.temperature, cumulative: self.cfg.cumulative, per_input: self.cfg.per_input_loss },
                 physical: false,
             })
         } else {
             let (t, b) = self.thr.values()?;
-            Ok(hard_plan(&self.cfg, t, b, false))
+            Ok(hard_plan(&self.cfg, t, b, self.thr.exponents()?, false))
         }
     }
 
     fn sim(&self, observer: &mut dyn Observer) -> Result<SimReport> {
         let (t, b) = self.thr.values()?;
-        simulate(&self.model, &hard_plan(&self.cfg, t, b, false), self.task, &self.dev, 64, self.cfg.max_seq_len, observer)
+        simulate(&self.model, &hard_plan(&self.cfg, t, b, self.thr.exponents()?, false), self.task, &self.dev, 64, self.cfg.max_seq_len, observer)
+    }
+}
+
+/// σ(x) through tanh (finite gradients everywhere).
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    Ok(((x * 0.5)?.tanh()? + 1.0)?.affine(0.5, 0.0)?)
+}
+
+impl PruneStage {
+    /// The batch mean of the soft masks' expected relative FLOPs.
+    ///
+    /// Soft stage: token i survives layer l with probability Π_{k≤l} Mθ_k(i)
+    /// (pruning is cumulative in inference even where the soft forward is
+    /// not), so E[kept_l] = Σ_i Π_{k≤l} Mθ_k(i) and E[entering_{l+1}] =
+    /// E[kept_l]. Hard stage: the hard masks fix who enters each layer, and
+    /// E[kept_l] = Σ_{entering i} σ((S_l(i) − θ_l)/T) ([CLS] counts 1), so
+    /// the weights feel the scores that hover near the frozen θ.
+    fn expected_flops(&self, out: &crate::model::ForwardOutput, b: &Batch) -> Result<Tensor> {
+        let dims = crate::prune::work::LayerDims { hidden: self.loaded.cfg.hidden_size, intermediate: self.loaded.cfg.intermediate_size };
+        let dev = &candle_core::Device::Cpu;
+        let mask = Tensor::from_vec(b.attention_mask.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b.batch_size, b.seq_len), dev)?;
+        let real = mask.sum(1)?;
+        let (mut entering, mut kept) = (vec![], vec![]);
+        if self.soft {
+            let mut surv: Option<Tensor> = None;
+            for m in &out.keep_masks {
+                let s = match (&surv, self.cfg.cumulative) {
+                    (Some(prev), false) => (prev * m)?,
+                    _ => m.clone(),
+                };
+                entering.push(match &surv { Some(p) => p.sum(1)?, None => real.clone() });
+                kept.push(s.sum(1)?);
+                surv = Some(s);
+            }
+        } else {
+            let (theta, _) = self.thr.values()?;
+            let seq = b.seq_len;
+            let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), dev)?;
+            let mut live = mask.clone();
+            for (l, (s, hard)) in out.scores.iter().zip(&out.keep_masks).enumerate() {
+                let m = sigmoid(&((s - theta[l])? / self.cfg.temperature)?)?;
+                let m = (m.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
+                entering.push(live.sum(1)?);
+                kept.push(m.sum(1)?);
+                live = hard.clone();
+            }
+        }
+        Ok(dims.relative_flops_soft(&real, &entering, &kept)?.mean_all()?)
+    }
+
+    /// The Lagrangian of ToP for E[FLOPs] = target: λ₁·g + λ₂·g² with g =
+    /// E[FLOPs] − target. The weights (and θ) descend on it, the
+    /// multipliers ascend (their terms enter with the sign flipped and g
+    /// detached, so its value adds nothing to the logged loss).
+    fn lagrangian(&self, flops: &Tensor, extra: &mut Vec<(String, f64)>) -> Result<Tensor> {
+        let target = self.cfg.target_flops.expect("a FLOPs target");
+        let g = (flops - target)?;
+        let lam = self.thr.lagrange.as_tensor();
+        let (l1, l2) = (lam.narrow(0, 0, 1)?.squeeze(0)?, lam.narrow(0, 1, 1)?.squeeze(0)?);
+        let model_side = ((&g * l1.detach().to_scalar::<f32>()? as f64)? + (g.sqr()? * l2.detach().to_scalar::<f32>()? as f64)?)?;
+        let gd = g.detach();
+        let multiplier_side = ((l1.mul(&gd)? + l2.mul(&gd.sqr()?)?)? * -1.0)?;
+        extra.push(("flops_soft".into(), flops.to_scalar::<f32>()? as f64));
+        extra.push(("lagrange_1".into(), l1.to_scalar::<f32>()? as f64));
+        extra.push(("lagrange_2".into(), l2.to_scalar::<f32>()? as f64));
+        Ok((model_side + multiplier_side)?)
     }
 }
 
@@ -70,7 +139,7 @@ impl Stage for PruneStage {
     fn loss(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> Result<(Tensor, Vec<(String, f64)>)> {
         let plan = self.plan()?;
         let out = self.model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx { dropout: Some(rng), output_attentions: false })?;
-        let logits = out.base.logits.expect("pruned model has a head").to_dtype(DType::F32)?;
+        let logits = out.base.logits.as_ref().expect("pruned model has a head").to_dtype(DType::F32)?;
         let task = task_loss(&logits, &b.labels, self.task.is_regression())?;
         let mut extra = vec![("task_loss".to_string(), task.to_scalar::<f32>()? as f64)];
         let mut loss = task;
@@ -84,7 +153,10 @@ impl Stage for PruneStage {
             let mut reg: Option<Tensor> = None;
             if let (true, Some(p)) = (self.cfg.prune, &out.l_prune) {
                 extra.push(("l_prune".into(), p.to_scalar::<f32>()? as f64));
-                reg = Some(p.clone());
+                // A FLOPs target replaces the L1 pressure on the keep masks.
+                if self.cfg.target_flops.is_none() {
+                    reg = Some(p.clone());
+                }
             }
             if let (true, Some(a)) = (self.cfg.reduce, &out.l_approx) {
                 extra.push(("l_approx".into(), a.to_scalar::<f32>()? as f64));
@@ -93,6 +165,10 @@ impl Stage for PruneStage {
             }
             if let Some(r) = reg {
                 loss = (loss + (r * self.cfg.lambda)?)?;
+            }
+            if self.cfg.target_flops.is_some() {
+                let f = self.expected_flops(&out, b)?;
+                loss = (loss + self.lagrangian(&f, &mut extra)?)?;
             }
             // Thresholds now, and the hard-mask share of live tokens each
             // layer would keep and reduce.
@@ -106,6 +182,16 @@ impl Stage for PruneStage {
                 extra.push((format!("kept_ratio_{l}"), kept as f64 / live.max(1) as f64));
                 extra.push((format!("reduced_ratio_{l}"), reduced as f64 / kept.max(1) as f64));
             }
+            if self.cfg.learn_exponent {
+                for (l, p) in self.thr.exponents()?.into_iter().enumerate() {
+                    extra.push((format!("exponent_{l}"), p));
+                }
+            }
+        } else if self.cfg.target_flops.is_some() && self.cfg.prune {
+            // θ is frozen, but the weights still move the scores: without
+            // this the kept-token count creeps up in the hard stage (LTP).
+            let f = self.expected_flops(&out, b)?;
+            loss = (loss + self.lagrangian(&f, &mut extra)?)?;
         }
         Ok((loss, extra))
     }
@@ -117,8 +203,13 @@ impl Stage for PruneStage {
             Group { name: "no_decay".into(), vars: no_decay, lr: self.cfg.learning_rate, weight_decay: 0.0 },
         ];
         if self.soft {
-            let vars = self.thr.vars().into_iter().filter(|(n, _)| (n.ends_with("theta") && self.cfg.prune) || (n.ends_with("delta") && self.cfg.reduce)).collect();
+            let learn = |n: &str| (n.ends_with("theta") && self.cfg.prune) || (n.ends_with("delta") && self.cfg.reduce) || (n.ends_with("exponent") && self.cfg.learn_exponent);
+            let vars = self.thr.vars().into_iter().filter(|(n, _)| learn(n)).collect();
             g.push(Group { name: "thresholds".into(), vars, lr: self.cfg.threshold_lr, weight_decay: 0.0 });
+        }
+        if self.cfg.target_flops.is_some() && self.cfg.prune {
+            let vars = self.thr.vars().into_iter().filter(|(n, _)| n.ends_with("lagrange")).collect();
+            g.push(Group { name: "lagrange".into(), vars, lr: self.cfg.lagrange_lr, weight_decay: 0.0 });
         }
         g
     }
@@ -127,6 +218,7 @@ impl Stage for PruneStage {
         let r = self.sim(observer)?;
         let mut m = r.metrics;
         m.insert("relative_work".into(), r.relative_work);
+        m.insert("relative_flops".into(), r.relative_flops);
         Ok(m)
     }
 
@@ -142,7 +234,7 @@ impl Stage for PruneStage {
 
     fn snapshot(&self) -> Result<serde_json::Value> {
         let (t, b) = self.thr.values()?;
-        Ok(serde_json::json!({ "soft": self.soft, "theta": t, "beta": b }))
+        Ok(serde_json::json!({ "soft": self.soft, "theta": t, "beta": b, "exponent": self.thr.exponents()? }))
     }
 }
 
@@ -160,6 +252,8 @@ pub struct PruneReport {
     /// θ and β at the end.
     pub theta: Vec<f64>,
     pub beta: Vec<f64>,
+    /// p per layer at the end.
+    pub exponent: Vec<f64>,
     /// Where the result (model + thresholds) is.
     pub result_dir: PathBuf,
 }
@@ -198,6 +292,7 @@ fn load_stage(cfg: &PruneConfig, dir: &Path, task: Task, soft: bool, dev: &[Enco
     loaded.params.make_trainable(|n| !(freeze && n == params::WORD_EMBEDDINGS))?;
     let model = Bert::new(&loaded.cfg, &loaded.params, Some(task.num_labels()))?;
     let thr = Thresholds::new(loaded.cfg.num_hidden_layers, cfg.theta_init, cfg.beta_gap_init)?;
+    thr.set_exponent(&[cfg.score_exponent])?;
     let saved = dir.join(THRESHOLDS_FILE);
     if saved.is_file() {
         thr.restore_from(&saved)?;
@@ -258,7 +353,7 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     if train.is_empty() {
         return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }
-    let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], result_dir: run.out.clone() };
+    let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], exponent: vec![], result_dir: run.out.clone() };
     let teacher = if cfg.distill > 0.0 {
         let other = cfg.teacher.as_ref().map(|dir| load_stage(cfg, dir, task, false, &[])).transpose()?;
         let model = other.as_ref().map_or(&soft_stage.model, |t| &t.model);
@@ -273,6 +368,7 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         soft_stage.dev = dev.clone();
         let outcome = trainer::run(&stage_spec(cfg, soft_dir.clone(), cfg.soft_epochs, task, run, false), &mut soft_stage, &train, observer)?;
         (report.theta, report.beta) = soft_stage.thr.values()?;
+        report.exponent = soft_stage.thr.exponents()?;
         let interrupted = outcome.interrupted;
         report.soft = Some(outcome);
         if interrupted {
@@ -287,6 +383,7 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         hard.teacher = teacher;
         let outcome = trainer::run(&stage_spec(cfg, run.out.clone(), cfg.hard_epochs, task, run, true), &mut hard, &train, observer)?;
         (report.theta, report.beta) = hard.thr.values()?;
+        report.exponent = hard.thr.exponents()?;
         report.hard = Some(outcome);
     } else {
         report.result_dir = start_hard_from;

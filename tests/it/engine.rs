@@ -11,6 +11,18 @@ use super::fixtures;
 
 #[test]
 fn engine_matches_the_float_simulation_on_a_tiny_model() {
+    engine_matches(1.0);
+}
+
+/// The engine compares ΣA with the public round(θ_ring·H·n^p): the same
+/// tokens as the float score ΣA/(H·n^p) ≥ θ, for any p.
+#[test]
+fn engine_matches_the_float_simulation_for_other_length_exponents() {
+    engine_matches(0.5);
+    engine_matches(0.0);
+}
+
+fn engine_matches(exp: f64) {
     let dir = tempfile::tempdir().unwrap();
     let m = fixtures::tiny_model(&dir.path().join("m"), 31);
     let mut cfg = BertConfig::load(&m.join("config.json")).unwrap();
@@ -25,9 +37,12 @@ fn engine_matches_the_float_simulation_on_a_tiny_model() {
     let weights = BertWeights::from_safetensors_file(&m.join("model.safetensors"), EngineBertConfig::from_json_file(&m.join("config.json")).unwrap()).unwrap();
 
     let layers = cfg.num_hidden_layers;
-    let (theta, beta) = (vec![0.12; layers], vec![0.16; layers]);
-    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta.clone()), beta: Some(beta.clone()) }, physical: true };
-    let ecfg = EngineConfig { ring: Ring::BOLT, truncation: Truncation::Exact, thetas: Some(theta), betas: Some(beta) };
+    // S^(p) = S·n^(1−p): the same share of tokens at a typical n of 8.
+    let scale = 8f64.powf(1.0 - exp);
+    let (theta, beta) = (vec![0.12 * scale; layers], vec![0.16 * scale; layers]);
+    let exponent = (exp != 1.0).then(|| vec![exp; layers]);
+    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta.clone()), beta: Some(beta.clone()), exponent: exponent.clone() }, physical: true };
+    let ecfg = EngineConfig { ring: Ring::BOLT, truncation: Truncation::Exact, thetas: Some(theta), betas: Some(beta), exponents: exponent };
     let engine = EngineModel::from_weights(&weights, &ecfg.ring);
     let (mut worst, mut agree, mut pruned, mut compared) = (0f64, 0, 0, 0);
     for k in 0..24u32 {
@@ -51,8 +66,8 @@ fn engine_matches_the_float_simulation_on_a_tiny_model() {
             agree += usize::from(argmax(&r.logits) == argmax(&sl.iter().map(|&x| x as f64).collect::<Vec<_>>()));
         }
     }
-    assert!(compared >= 20, "only {compared} of 24 examples kept the same tokens");
-    assert!(pruned >= 8, "only {pruned} examples pruned anything: the test would not exercise removal");
+    assert!(compared >= 20, "p = {exp}: only {compared} of 24 examples kept the same tokens");
+    assert!(pruned >= 8, "p = {exp}: only {pruned} examples pruned anything: the test would not exercise removal");
     // 37/12: an ulp is 2.4e-4; the stated tolerance is 0.02 on the logits.
     assert!(worst < 0.02, "engine and simulation logits differ by {worst}");
     assert_eq!(agree, compared, "predictions differ");

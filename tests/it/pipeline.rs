@@ -81,6 +81,25 @@ fn finetune_prune_simulate_export_secure_eval() {
     assert!(kept[1].as_f64() < kept[0].as_f64(), "{kept:?}");
     let e = cp(&["simulate", "--keep-ratio", "0.5,0.5,0.5"], &[("--checkpoint", &pr)]);
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--keep-ratio: 3 values for a model of 2 layers"));
+    // Three work views, always together; FLOPs charge the FFN at the kept
+    // tokens, so they fall below relative work once anything is pruned.
+    for key in ["relative_flops", "secure_bytes_ratio", "secure_rounds_ratio"] {
+        let v = sim[key].as_f64().unwrap_or_else(|| panic!("simulate --json lacks {key}: {sim}"));
+        assert!(v > 0.0 && v < 1.5, "{key} {v}");
+    }
+    assert!(sim["relative_flops"].as_f64() <= sim["relative_work"].as_f64(), "{sim}");
+    assert!((high["secure_bytes_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-12, "no masks, the unpruned protocol's bytes: {high}");
+    // Zero-shot thresholds on the plain fine-tuned run, on a ramp and per
+    // layer, with a length exponent; no reduction.
+    let zs = ok(&cp(&["simulate", "--json", "--theta-ramp", "2.0", "--exponent", "0"], &[("--checkpoint", &ft)]));
+    assert_eq!(zs["mode"], "approximations + pruning");
+    assert_eq!(zs["tokens_kept_per_layer"][0], zs["tokens_entering_per_layer"][0], "the ramp starts at 0: layer 0 keeps all");
+    assert!(zs["tokens_kept_per_layer"][1].as_f64() < zs["tokens_entering_per_layer"][1].as_f64(), "θ_1 = 1 on the relative score prunes: {zs}");
+    assert!(zs["reduced_per_layer"].as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)));
+    let zs1 = ok(&cp(&["simulate", "--json", "--theta", "0,1", "--exponent", "0"], &[("--checkpoint", &ft)]));
+    assert_eq!(zs1["tokens_kept_per_layer"], zs["tokens_kept_per_layer"], "--theta 0,1 is the same ramp");
+    let e = cp(&["simulate", "--theta", "0.1", "--exponent", "1.5"], &[("--checkpoint", &ft)]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--exponent is 1.5, not in [0, 1]"), "{}", String::from_utf8_lossy(&e.stderr));
 
     let file = d.join("thresholds.yaml");
     ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));
@@ -88,6 +107,18 @@ fn finetune_prune_simulate_export_secure_eval() {
     for field in ["format: cipherprune-thresholds/1", "weights_sha256", "theta_ring", "beta_ring", "measured:", "tokens_kept_per_layer"] {
         assert!(text.contains(field), "threshold file lacks {field}:\n{text}");
     }
+    assert!(text.contains("exponent: 1.0") && text.contains("relative_flops") && text.contains("secure_bytes_ratio"), "{text}");
+    // A file for another score (p) than the run's is refused, naming the field.
+    let other_p = d.join("other-p.yaml");
+    std::fs::write(&other_p, text.replace("exponent: 1.0", "exponent: 0.5")).unwrap();
+    let e = cp(&["simulate"], &[("--checkpoint", &pr), ("--thresholds", &other_p)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("layers[0].exponent") && msg.contains("other-p.yaml"), "{msg}");
+    // A file written before p existed still loads (p = 1).
+    let old = d.join("old.yaml");
+    std::fs::write(&old, text.lines().filter(|l| !l.trim_start().starts_with("exponent:")).collect::<Vec<_>>().join("\n")).unwrap();
+    let from_old = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr), ("--thresholds", &old)]));
+    assert_eq!(from_old["accuracy"], sim["accuracy"]);
     let again = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
     for key in ["accuracy", "relative_work", "tokens_kept_per_layer", "reduced_per_layer"] {
         assert_eq!(again[key], sim[key], "{key} differs when loaded from the file");
@@ -169,6 +200,53 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     let read = |p: &Path| std::fs::read(p.join("thresholds.safetensors")).unwrap();
     assert_eq!(read(&a), read(&b), "resumed thresholds differ");
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
+}
+
+/// A FLOPs target instead of λ: the multiplier rises while the soft
+/// masks' expected FLOPs sit above the target and the masks come down; p
+/// learned per layer from 0. Bad values are refused before anything is
+/// written.
+#[test]
+fn a_flops_target_is_held_by_a_lagrange_multiplier() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixtures::tiny_model(&d.join("m"), 24);
+    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 9);
+    let ft = d.join("ft");
+    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
+    let pr = d.join("pr");
+    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "8", "--threshold-lr", "0.2", "--temperature", "0.2", "--target-flops", "0.5", "--lagrange-lr", "0.5", "--score-exponent", "0", "--learn-exponent", "--log-every", "1"];
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(pr.join("soft/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["kind"] == "train").collect();
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k} in {r}"));
+    assert!(rows.len() >= 10, "{} logged steps", rows.len());
+    assert!(f(&rows[0], "flops_soft") > 0.5, "θ starts at 0: every token kept, expected FLOPs near 1: {}", rows[0]);
+    // Gradient ascent: λ₁ grows while E[FLOPs] > target.
+    let (first, last) = (&rows[0], rows.last().unwrap());
+    assert!(f(last, "lagrange_1") > f(first, "lagrange_1"), "λ₁ {} → {}", f(first, "lagrange_1"), f(last, "lagrange_1"));
+    assert!(f(last, "flops_soft") < f(first, "flops_soft"), "E[FLOPs] {} → {}", f(first, "flops_soft"), f(last, "flops_soft"));
+    assert!(rows.iter().any(|r| f(r, "exponent_1") != 0.0), "p is learned: {last}");
+    // The hard stage keeps the multiplier term (θ frozen, weights adapt).
+    let hard = std::fs::read_to_string(pr.join("metrics.jsonl")).unwrap();
+    assert!(hard.contains("\"flops_soft\"") && hard.contains("\"lagrange_1\""), "{hard}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pr.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["relative_flops"].as_f64().unwrap() < 1.0, "{summary}");
+    // Simulating the run uses its learned p (written with its thresholds).
+    let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
+    assert_eq!(sim["relative_flops"], summary["relative_flops"]);
+
+    for (flag, value, says) in [("--target-flops", "1.5", "target_flops is 1.5, not in (0, 1]"), ("--target-flops", "0", "target_flops is 0"), ("--score-exponent", "1.5", "score_exponent is 1.5, not in [0, 1]")] {
+        let out = d.join("refused");
+        let e = cp(&["prune", "-q", flag, value], &[("--checkpoint", &ft), ("--out", &out)]);
+        let msg = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && msg.contains(says), "{flag} {value}: {msg}");
+        assert!(!out.exists(), "{flag} {value}: nothing may be written");
+    }
+    let sw = d.join("sweep");
+    let e = cp(&["sweep", "--targets", "0.4,0.6"], &[("--checkpoint", &d.join("no-such-run")), ("--out", &sw)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("no-such-run"), "{msg}");
+    assert!(!sw.exists(), "a sweep over a missing checkpoint writes nothing");
 }
 
 /// `serve` on loopback answering two real `client` processes, then a peer

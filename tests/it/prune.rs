@@ -37,13 +37,13 @@ fn one(ids: &[u32]) -> Inputs {
 }
 
 fn hard(numerics: Numerics, theta: f64, beta: Option<f64>, layers: usize, physical: bool) -> Plan {
-    Plan { numerics, masking: Masking::Hard { theta: Some(vec![theta; layers]), beta: beta.map(|b| vec![b; layers]) }, physical }
+    Plan { numerics, masking: Masking::Hard { theta: Some(vec![theta; layers]), beta: beta.map(|b| vec![b; layers]), exponent: None }, physical }
 }
 
 /// A θ that prunes about half of the live tokens in layer 0 (the tiny
 /// random model attends almost uniformly, so fixed values would not).
 fn median_score(model: &Bert, inputs: &Inputs) -> f64 {
-    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None }, physical: false };
+    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None, exponent: None }, physical: false };
     let out = model.forward_with(inputs, &plan, &mut ForwardCtx::eval()).unwrap();
     let mut v: Vec<f32> = out.scores[0].flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().filter(|&x| x > 0.0).collect();
     v.sort_by(f32::total_cmp);
@@ -130,8 +130,13 @@ fn soft_plan(t: &Thresholds, temperature: f64) -> Plan {
 }
 
 fn soft_plan_with(t: &Thresholds, temperature: f64, cumulative: bool, per_input: bool) -> Plan {
-    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), temperature, cumulative, per_input }, physical: false }
+    soft_plan_p(t, temperature, cumulative, per_input, None)
 }
+
+fn soft_plan_p(t: &Thresholds, temperature: f64, cumulative: bool, per_input: bool, exponent: Option<Tensor>) -> Plan {
+    Plan { numerics: Numerics::Approx, masking: Masking::Soft { theta: t.theta.as_tensor().clone(), beta: t.beta().unwrap(), exponent, temperature, cumulative, per_input }, physical: false }
+}
+
 
 /// The two averages of the mask losses over a batch of a 9- and a 6-token
 /// input: per input, the plain mean of what each input gives alone; over
@@ -166,7 +171,7 @@ fn cumulative_soft_masks_become_the_hard_forward_as_t_goes_to_zero() {
     let t = Thresholds::new(cfg.num_hidden_layers, median_score(&model, &inputs) + 1e-5, 0.02).unwrap();
     let (th, be) = t.values().unwrap();
     let soft = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, true, false), &mut ForwardCtx::eval()).unwrap();
-    let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be) }, physical: false }, &mut ForwardCtx::eval()).unwrap();
+    let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be), exponent: None }, physical: false }, &mut ForwardCtx::eval()).unwrap();
     assert!(pruned_count(&hard) > 3, "nothing pruned: the limit was not tested");
     for l in 0..cfg.num_hidden_layers {
         assert_eq!(soft.keep_masks[l].to_vec2::<f32>().unwrap(), hard.keep_masks[l].to_vec2::<f32>().unwrap(), "layer {l} keep masks");
@@ -281,4 +286,98 @@ fn a_keep_ratio_schedule_keeps_the_top_scores_and_removal_equals_masking() {
         assert!(diff < 1e-5, "example {k}: removal and masking differ by {diff}");
         assert_eq!(removed.base.hidden.dim(1).unwrap(), live.len());
     }
+}
+
+/// S^(p) = ΣA/(H·n^p) = S·n^(1−p) for every live token of every input, so
+/// p = 0 gives scores that average 1 whatever the length; and a hard θ on
+/// S^(p) keeps exactly the tokens with S ≥ θ/n^(1−p).
+#[test]
+fn the_length_exponent_rescales_scores_by_n_to_the_one_minus_p() {
+    let (model, cfg, _d) = tiny(4);
+    let (inputs, rows) = batch();
+    let layers = cfg.num_hidden_layers;
+    let with_p = |p: f64, theta: Option<Vec<f64>>| {
+        let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta, beta: None, exponent: Some(vec![p; layers]) }, physical: false };
+        model.forward_with(&inputs, &plan, &mut ForwardCtx::eval()).unwrap()
+    };
+    let base = with_p(1.0, None);
+    for p in [0.0, 0.5] {
+        let out = with_p(p, None);
+        for (b, row) in rows.iter().enumerate() {
+            let n = row.len() as f32;
+            let s1 = base.scores[0].get(b).unwrap().to_vec1::<f32>().unwrap();
+            let sp = out.scores[0].get(b).unwrap().to_vec1::<f32>().unwrap();
+            for i in 0..row.len() {
+                assert!((sp[i] - s1[i] * n.powf(1.0 - p as f32)).abs() < 1e-5, "p = {p}, input {b}, token {i}: {} vs {}", sp[i], s1[i]);
+            }
+            if p == 0.0 {
+                let mean = sp[..row.len()].iter().sum::<f32>() / n;
+                assert!((mean - 1.0).abs() < 1e-4, "p = 0 scores average 1, got {mean}");
+            }
+        }
+    }
+    // θ = 1 on the relative score (p = 0) prunes the below-average tokens of
+    // each input: the same as θ = 1/n per input on the share score.
+    let out = with_p(0.0, Some(vec![1.0; layers]));
+    for (b, row) in rows.iter().enumerate() {
+        let s1 = base.scores[0].get(b).unwrap().to_vec1::<f32>().unwrap();
+        let want: Vec<usize> = (0..row.len()).filter(|&i| i == 0 || s1[i] * row.len() as f32 >= 1.0).collect();
+        assert_eq!(out.layers[0].kept[b], want, "input {b}");
+        assert!(want.len() < row.len(), "input {b}: θ = 1 pruned nothing, the test would not mean anything");
+    }
+}
+
+/// A learned p gets the gradient of the loss through n^p, checked against
+/// finite differences like θ and δ.
+#[test]
+fn exponent_gradients_match_finite_differences() {
+    let (model, cfg, _d) = tiny(7);
+    let (inputs, _) = batch();
+    let t = Thresholds::from_values(&[0.5, 0.6], &[0.7, 0.8]).unwrap();
+    t.set_exponent(&[0.4]).unwrap();
+    let loss = |t: &Thresholds| -> Tensor {
+        let plan = soft_plan_p(t, 0.2, false, false, Some(t.exponent_tensor().unwrap()));
+        let out = model.forward_with(&inputs, &plan, &mut ForwardCtx::eval()).unwrap();
+        let task = out.base.logits.unwrap().sqr().unwrap().mean_all().unwrap();
+        (task + (out.l_prune.unwrap() * 0.7).unwrap()).unwrap()
+    };
+    let g = loss(&t).backward().unwrap();
+    let g = g.get(t.exponent.as_tensor()).expect("p gets a gradient").to_vec1::<f32>().unwrap();
+    let h = 1e-3f32;
+    for l in 0..cfg.num_hidden_layers {
+        let at = |d: f32| {
+            let mut x = t.exponent.as_tensor().to_vec1::<f32>().unwrap();
+            x[l] += d;
+            t.exponent.set(&Tensor::new(x, t.exponent.device()).unwrap()).unwrap();
+            let r = loss(&t).to_scalar::<f32>().unwrap();
+            let mut x = t.exponent.as_tensor().to_vec1::<f32>().unwrap();
+            x[l] -= d;
+            t.exponent.set(&Tensor::new(x, t.exponent.device()).unwrap()).unwrap();
+            r
+        };
+        let fd = (at(h) - at(-h)) / (2.0 * h);
+        assert!((g[l] - fd).abs() < 0.03 * fd.abs().max(0.05), "layer {l} p: autograd {} vs finite difference {fd}", g[l]);
+        assert!(g[l].abs() > 1e-4, "layer {l} p: no gradient");
+    }
+}
+
+/// Runs saved before p existed load with p = 1.
+#[test]
+fn thresholds_saved_without_p_load_with_p_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.safetensors");
+    let old = Thresholds::from_values(&[0.1, 0.2], &[0.3, 0.4]).unwrap();
+    let map: std::collections::HashMap<String, Tensor> = [("thresholds.theta", &old.theta), ("thresholds.delta", &old.delta)].into_iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+    candle_core::safetensors::save(&map, &f).unwrap();
+    let t = Thresholds::new(2, 0.0, 1.0).unwrap();
+    t.set_exponent(&[0.3]).unwrap();
+    t.restore_from(&f).unwrap();
+    assert_eq!(t.exponents().unwrap(), vec![1.0, 1.0]);
+    assert_eq!(t.values().unwrap().0, old.values().unwrap().0);
+    // And p round-trips once saved.
+    t.set_exponent(&[0.25, 0.75]).unwrap();
+    t.save(&f).unwrap();
+    let u = Thresholds::new(2, 0.0, 1.0).unwrap();
+    u.restore_from(&f).unwrap();
+    assert_eq!(u.exponents().unwrap(), vec![0.25, 0.75]);
 }
