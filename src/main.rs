@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Bench(a) => cli::bench::run(a),
         cli::Command::Prune(a) => cli::prune::run(a),
         cli::Command::Sweep(a) => cli::sweep::run(a),
+        cli::Command::Table(a) => cli::table::run(a),
         cli::Command::Simulate(a) => cli::simulate::run(a),
         cli::Command::Export(a) => cli::export::run(a),
         cli::Command::SecureEval(a) => cli::secure_eval::run(a),

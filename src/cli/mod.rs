@@ -8,11 +8,13 @@ pub mod export;
 pub mod finetune;
 pub mod progress;
 pub mod prune;
+pub mod report;
 pub mod runinfo;
 pub mod secure_eval;
 pub mod serve;
 pub mod simulate;
 pub mod sweep;
+pub mod table;
 
 use clap::{Parser, Subcommand};
 
@@ -33,10 +35,12 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Learn pruning (θ) and reduction (β) thresholds from a fine-tuned run.
     Prune(prune::PruneArgs),
-    /// Threshold learning for several λ, and the accuracy-versus-work picture.
+    /// Threshold learning for several FLOPs targets (or λ), and the accuracy-versus-FLOPs picture.
     Sweep(sweep::SweepArgs),
     /// Evaluate with hard masks and secure approximations, pruned tokens removed.
     Simulate(simulate::SimArgs),
+    /// The paper's Table 2 on real dev sets: exact / high-degree / + pruning / + reduction, float and engine.
+    Table(table::TableArgs),
     /// Write a pruned run's thresholds as a versioned YAML file.
     Export(export::ExportArgs),
     /// Float simulation vs the fixed-point engine (and with --backend shares the real two-party protocol): accuracy, agreement, cost.

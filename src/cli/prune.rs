@@ -167,7 +167,7 @@ pub fn finish(out: &std::path::Path, result: &std::path::Path, quiet: bool) -> R
     let plan = run.plan(Ablation::default(), false)?;
     let r = cipherprune::prune::simulate::simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
     let secure = cipherprune::run::secure_cost(&cipherprune::run::engine_model(&run.loaded, cipherprune::fixed::Ring::BOLT)?, &plan, &r.shapes);
-    let summary = super::simulate::report_json(run.task, "dev", super::simulate::mode_name(&plan), &r, Some(&secure));
+    let summary = super::report::report_json(run.task, "dev", super::report::mode_name(&plan), &r, Some(&secure));
     cipherprune::io::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     cipherprune::plot::tokens_per_layer(&out.join("tokens_kept.svg"), &format!("{}: tokens entering each layer (dev mean)", run.task.name()), &r.tokens_entering_per_layer, r.real_tokens)?;
     let mut series = vec![];

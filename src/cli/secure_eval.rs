@@ -21,7 +21,7 @@ use cipherprune::secure::run::{run_all, totals, EngineInput};
 use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
 
 use super::progress::Bars;
-use super::simulate::mode_name;
+use super::report::mode_name;
 use cipherprune::mpc::estimate::{secure_ratios, Protocol};
 use cipherprune::prune::simulate::ExampleShape;
 use cipherprune::run::{Ablation, Run};

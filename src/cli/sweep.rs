@@ -3,7 +3,7 @@
 //! trade-off picture (task metric against relative FLOPs) a pruning paper
 //! shows.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use cipherprune::data::Task;
@@ -12,7 +12,12 @@ use cipherprune::train::prune::{prune, PruneRun};
 
 use super::progress::Bars;
 use super::prune::{finish, resolve, PruneArgs};
-use cipherprune::run::{Ablation, Run, RunSpec};
+use cipherprune::fixed::Ring;
+use cipherprune::model::Plan;
+use cipherprune::plot::Curve;
+use cipherprune::run::{engine_model, ratio_plan, secure_cost, theta_ramp, zero_shot_plan, Ablation, Run, RunSpec};
+
+use super::report::{mode_name, report_json};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -23,6 +28,17 @@ pub struct SweepArgs {
     /// λ values instead, comma-separated (more λ, more pruning).
     #[arg(long, value_delimiter = ',')]
     pub lambdas: Vec<f64>,
+    /// Zero-shot baseline points: θ on LTP's ramp on the starting model,
+    /// θ_L at these multiples of the mean score n̄^(−p).
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,3")]
+    pub zero_shot: Vec<f64>,
+    /// Fixed keep-ratio baseline points (the same share kept after every layer).
+    #[arg(long, value_delimiter = ',', default_value = "0.9,0.8,0.7,0.6")]
+    pub keep_ratios: Vec<f64>,
+    /// Another sweep directory drawn beside this one (its sweep.jsonl), e.g.
+    /// the λ recipe; repeatable.
+    #[arg(long)]
+    pub baseline: Vec<std::path::PathBuf>,
     /// Everything `prune` takes; --out is the sweep directory, one
     /// `lambda-X/` run per value inside it.
     #[command(flatten)]
@@ -49,7 +65,7 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
     let dir = args.prune.out.clone();
     let quiet = args.prune.common.quiet;
     std::fs::create_dir_all(&dir)?;
-    let mut points = vec![];
+    let mut points: Vec<((f64, f64, f64), String)> = vec![];
     let mut lines = String::new();
     for &v in &values {
         let (name, label) = if by_target { (format!("target-{v}"), format!("target {v}")) } else { (format!("lambda-{v}"), format!("λ={v}")) };
@@ -85,21 +101,66 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
         let mut line = summary.clone();
         line[if by_target { "target_flops" } else { "lambda" }] = v.into();
         lines.push_str(&format!("{line}\n"));
-        points.push((rf, m, label, main));
+        points.push(((rf, f("secure_bytes_ratio"), m), label));
     }
     cipherprune::io::write_atomic(&dir.join("sweep.jsonl"), lines.as_bytes())?;
-    // The unpruned reference: the fine-tuned model with high-degree approximations.
     let cfg = resolve(&args.prune)?;
     let spec = RunSpec { checkpoint: cfg.checkpoint.clone(), task: Some(cfg.task.clone()), data_dir: Some(cfg.data_dir.clone()), split: "dev".into(), limit: cfg.eval_limit, max_seq_len: Some(cfg.max_seq_len), ..Default::default() };
     let base = Run::load(&spec)?;
-    let plan = base.plan(Ablation { no_prune: true, no_reduce: true, ..Default::default() }, false)?;
-    let r = simulate(&base.model, &plan, base.task, &base.data, 64, base.max_seq_len, &mut Bars::new(quiet))?;
+    let engine = engine_model(&base.loaded, Ring::BOLT)?;
     let main = base.task.main_metric();
-    let reference = r.metrics[main];
-    println!("unpruned (high-degree approximations): {main} {reference:.4}");
-    let pts: Vec<(f64, f64, String)> = points.iter().map(|(x, y, l, _)| (*x, *y, l.clone())).collect();
+    let layers = base.layers();
+    // Every baseline point on the starting model, simulated like the
+    // trained ones: (relative FLOPs, secure bytes, metric) and its summary.
+    let point = |plan: &Plan, what: &str| -> Result<((f64, f64, f64), serde_json::Value)> {
+        let r = simulate(&base.model, plan, base.task, &base.data, 64, base.max_seq_len, &mut Bars::new(quiet))?;
+        let sc = secure_cost(&engine, plan, &r.shapes);
+        let mut j = report_json(base.task, "dev", mode_name(plan), &r, Some(&sc));
+        j["baseline"] = what.into();
+        Ok(((r.relative_flops, sc.bytes_ratio, r.metrics[main]), j))
+    };
+    // The unpruned reference: the fine-tuned model with high-degree approximations.
+    let (reference, _) = point(&base.plan(Ablation { no_prune: true, no_reduce: true, ..Default::default() }, false)?, "reference")?;
+    println!("unpruned (high-degree approximations): {main} {:.4}", reference.2);
+    let mut curves = vec![Curve { name: format!("learned θ, p = {} ({})", cfg.score_exponent, if by_target { "FLOPs targets" } else { "λ" }), points: points.iter().map(|p| p.0).collect() }];
+    let mut base_lines = String::new();
+    // Zero-shot: hard θ on LTP's ramp, no retraining, at multiples of the
+    // mean score n̄^(−p) (scores average n^(−p) over an input's tokens).
+    let n_bar = base.data.iter().map(|e| e.len()).sum::<usize>() as f64 / base.data.len().max(1) as f64;
+    let p = cfg.score_exponent;
+    let mut zs = Curve { name: format!("zero-shot θ ramp, p = {p}"), points: vec![] };
+    for &c in &args.zero_shot {
+        let theta_final = c * n_bar.powf(-p);
+        let (pt, j) = point(&zero_shot_plan(&theta_ramp(theta_final, layers), p, layers, false)?, &format!("zero-shot ramp {c}"))?;
+        println!("zero-shot ramp θ_L = {theta_final:.4} (p = {p}): {main} {:.4}  relative FLOPs {:.3}  secure bytes {:.3}", pt.2, pt.0, pt.1);
+        zs.points.push(pt);
+        base_lines.push_str(&format!("{j}\n"));
+    }
+    let mut kr = Curve { name: "fixed keep-ratio schedule".into(), points: vec![] };
+    for &k in &args.keep_ratios {
+        let (pt, j) = point(&ratio_plan(&[k], layers, false)?, &format!("keep ratio {k}"))?;
+        println!("keep ratio {k}: {main} {:.4}  relative FLOPs {:.3}  secure bytes {:.3}", pt.2, pt.0, pt.1);
+        kr.points.push(pt);
+        base_lines.push_str(&format!("{j}\n"));
+    }
+    curves.extend([zs, kr].into_iter().filter(|c| !c.points.is_empty()));
+    // Other sweeps (e.g. today's λ recipe) from their sweep.jsonl.
+    for other in &args.baseline {
+        let f = other.join("sweep.jsonl");
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading `{}`", f.display()))?;
+        let pts = text
+            .lines()
+            .map(|l| -> Result<(f64, f64, f64)> {
+                let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("`{}`: a line that is not JSON", f.display()))?;
+                let g = |k: &str| v[k].as_f64().with_context(|| format!("`{}`: field `{k}` missing (a sweep from before relative FLOPs: rerun it)", f.display()));
+                Ok((g("relative_flops")?, g("secure_bytes_ratio")?, g(main)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        curves.push(Curve { name: other.file_name().map_or("baseline".into(), |n| n.to_string_lossy().into_owned()), points: pts });
+    }
+    cipherprune::io::write_atomic(&dir.join("baselines.jsonl"), base_lines.as_bytes())?;
     let svg = dir.join("sweep.svg");
-    cipherprune::plot::tradeoff(&svg, &format!("{}: {main} against relative FLOPs", base.task.name()), "relative FLOPs (attention at the tokens entering, FFN at the tokens kept)", main, &pts, Some((reference, "unpruned, high-degree approximations")))?;
-    println!("wrote {} and {}", dir.join("sweep.jsonl").display(), svg.display());
+    cipherprune::plot::frontier(&svg, &format!("{}: {main} against relative FLOPs and two-party online bytes (dev)", base.task.name()), main, &curves, Some((reference.2, "unpruned, high-degree approximations")))?;
+    println!("wrote {}, {} and {}", dir.join("sweep.jsonl").display(), dir.join("baselines.jsonl").display(), svg.display());
     Ok(())
 }
