@@ -22,8 +22,7 @@ use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
 
 use super::progress::Bars;
 use super::report::mode_name;
-use cipherprune::mpc::estimate::{secure_ratios, Protocol};
-use cipherprune::prune::simulate::ExampleShape;
+use cipherprune::mpc::estimate::{engine_shapes, secure_ratios, Protocol};
 use cipherprune::run::{Ablation, Run};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -169,15 +168,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     }
     // The protocol's online cost from the engine's shapes (what a
     // two-party run of these thresholds reveals), without running it.
-    let shapes: Vec<ExampleShape> = pruned
-        .iter()
-        .zip(&run.data)
-        .map(|(r, e)| {
-            let kept: Vec<usize> = r.kept_per_layer.iter().map(Vec::len).collect();
-            let entering = std::iter::once(e.len()).chain(kept.iter().copied()).take(kept.len()).collect();
-            ExampleShape { real: e.len(), entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect() }
-        })
-        .collect();
+    let shapes = engine_shapes(&pruned, run.data.iter().map(|e| e.len()));
     let proto = Protocol { truncation, compaction: args.compaction };
     let secure = secure_ratios(&model, &LayerThresholds::from_config(&pruned_cfg, model.num_layers()), proto, &shapes);
     report["secure_cost"] = serde_json::to_value(secure)?;

@@ -414,6 +414,20 @@ pub struct SecureCost {
     pub unpruned_rounds: f64,
 }
 
+/// The shapes the engine's forward revealed, one per example of `real`
+/// tokens: what a two-party run with the same thresholds reveals too.
+pub fn engine_shapes(results: &[crate::secure::bert::ForwardResult], real: impl Iterator<Item = usize>) -> Vec<ExampleShape> {
+    results
+        .iter()
+        .zip(real)
+        .map(|(r, n)| {
+            let kept: Vec<usize> = r.kept_per_layer.iter().map(Vec::len).collect();
+            let entering = std::iter::once(n).chain(kept.iter().copied()).take(kept.len()).collect();
+            ExampleShape { real: n, entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect() }
+        })
+        .collect()
+}
+
 /// Whether each layer prunes or reduces, as the cost model needs it.
 pub fn layer_switches(layers: usize, prune: bool, reduce: bool, exponent: f64) -> Vec<LayerThresholds> {
     vec![LayerThresholds { theta: prune.then_some(0), beta: reduce.then_some(0), exponent }; layers]
