@@ -248,53 +248,6 @@ pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimRep
     let overflows = results.iter().map(|r| r.run_overflow.count()).sum::<u64>() + model.encode_overflow().count();
     let shapes = engine_shapes(&results, run.data.iter().map(|e| e.len()));
     let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle };
-    secure_ratios(model, &switches, proto, shapes)
-}
-
-/// A plan checked on the fixed-point engine: its metrics, how often it
-/// predicts what the float simulation predicts, and the protocol's online
-/// cost from the engine's own shapes.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct EngineCheck {
-    pub metrics: crate::train::Metrics,
-    pub agreement: f64,
-    pub overflows: u64,
-    pub secure: crate::mpc::estimate::SecureCost,
-}
-
-/// Runs `plan` (hard masks, approximations) through the engine on the
-/// run's data at `ring`, exact truncation, and compares with `sim`.
-pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimReport, ring: crate::fixed::Ring, progress: &(dyn Fn(usize) + Sync)) -> Result<EngineCheck> {
-    use crate::mpc::estimate::{engine_shapes, secure_ratios, Protocol};
-    use crate::secure::bert::{EngineConfig, LayerThresholds};
-    use crate::secure::run::{run_all, EngineInput};
-    use crate::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
-    let f = &run.loaded.files;
-    let cfg = EngineBertConfig::from_json_file(&f.config).map_err(|e| Error::Model(format!("`{}`: {e}", f.config.display())))?;
-    let w = BertWeights::from_safetensors_file(&f.weights, cfg).map_err(|e| Error::Model(format!("`{}`: {e}", f.weights.display())))?;
-    let model = crate::secure::bert::EngineModel::from_weights(&w, &ring);
-    let (thetas, betas, exponents) = match &plan.masking {
-        Masking::Hard { theta, beta, exponent } => (theta.clone(), beta.clone(), exponent.clone()),
-        Masking::Off => (None, None, None),
-        _ => return Err(Error::Config("the engine runs thresholds, not keep-ratio schedules".into())),
-    };
-    let ecfg = EngineConfig { ring, truncation: crate::fixed::Truncation::Exact, thetas, betas, exponents };
-    let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
-    let results = run_all(&w, &model, &ecfg, &inputs, progress).map_err(|e| Error::Model(e.to_string()))?;
-    let labels: Vec<f32> = run.data.iter().map(|e| e.label).collect();
-    let (preds, metrics) = crate::prune::check::engine_metrics(run.task, &results, &labels);
-    let agreement = preds.iter().zip(&sim.predictions).filter(|(a, b)| a == b).count() as f64 / preds.len().max(1) as f64;
-    let overflows = results.iter().map(|r| r.run_overflow.count()).sum::<u64>() + model.encode_overflow().count();
-    let shapes: Vec<ExampleShape> = results
-        .iter()
-        .zip(&run.data)
-        .map(|(r, e)| {
-            let kept: Vec<usize> = r.kept_per_layer.iter().map(Vec::len).collect();
-            let entering = std::iter::once(e.len()).chain(kept.iter().copied()).take(kept.len()).collect();
-            ExampleShape { real: e.len(), entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect() }
-        })
-        .collect();
-    let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle };
     let secure = secure_ratios(&model, &LayerThresholds::from_config(&ecfg, model.num_layers()), proto, &shapes);
     Ok(EngineCheck { metrics, agreement, overflows, secure })
 }
