@@ -18,7 +18,8 @@
 //! 6. LayerNorm, FFN with GELU (LOW for this layer's reduced tokens), +
 //!    residual, LayerNorm.
 //!
-//! After the last layer: row 0 → pooler dense → tanh → classifier → reveal.
+//! After the last layer: row 0 → pooler dense → tanh → classifier → reveal
+//! (to the client only: [`Backend::reveal_output`]).
 
 use super::backend::{Backend, PublicLinear, PublicMatrix, WeightVector};
 use super::plain::PlainBackend;
@@ -172,6 +173,7 @@ impl EngineModel {
     pub fn ring(&self) -> Ring {
         self.ring
     }
+
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
@@ -495,7 +497,7 @@ pub fn forward_on<B: Backend>(
     b.set_scope(OpClass::Classifier, None);
     b.note_elements(model.num_labels());
     let logits = b.linear(&t, 1, &model.classifier);
-    trace.logits_ring = b.reveal(&logits);
+    trace.logits_ring = b.reveal_output(&logits);
     trace
 }
 
