@@ -83,6 +83,9 @@ pub mod pool {
     pub const B2A: u64 = 5;
     pub const MUX: u64 = 6;
     pub const AND_ARITH: u64 = 7;
+    /// Flag on a kind: the same correlation from separate streams, dealt
+    /// online (compaction and partition, whose sizes follow revealed counts).
+    pub const ONLINE: u64 = 0x100;
 }
 
 /// Stream tags beyond the pools.
@@ -118,7 +121,7 @@ impl PoolKey {
     /// The client's correction components and ring elements per unit.
     fn layout(&self, ring: Ring) -> Option<(Vec<CompKind>, usize)> {
         use CompKind::*;
-        Some(match self.kind {
+        Some(match self.kind & !pool::ONLINE {
             pool::TRIPLE | pool::B2A => (vec![Ring], 1),
             pool::MAT_TRIPLE => (vec![Ring], (self.p[0] * self.p[2]) as usize),
             pool::BIT_TRIPLE => (vec![Bits], 1),
@@ -383,6 +386,7 @@ pub struct Correlations {
     /// Permutations made so far: (rows, knower, σ when this party knows it).
     perms: Vec<(usize, Party, Option<Vec<usize>>)>,
     online: bool,
+    dealt_online: bool,
     /// (offline, online since the last drain)
     traffic: (DealerTraffic, DealerTraffic),
     /// Online refills of pools, for reports and tests.
@@ -413,6 +417,7 @@ impl Correlations {
             used: HashSet::new(),
             perms: Vec::new(),
             online: true,
+            dealt_online: false,
             traffic: Default::default(),
             refills: 0,
         }
@@ -420,6 +425,20 @@ impl Correlations {
 
     pub fn party(&self) -> Party {
         self.party
+    }
+
+    /// Deal the following correlations online from separate streams
+    /// (inside compactions); returns the previous setting.
+    pub fn set_dealt_online(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.dealt_online, on)
+    }
+
+    fn key(&self, k: PoolKey) -> PoolKey {
+        if self.dealt_online {
+            PoolKey { kind: k.kind | pool::ONLINE, ..k }
+        } else {
+            k
+        }
     }
 
     /// Whether dealer traffic counts as online (the default) or offline.
@@ -538,7 +557,7 @@ impl Correlations {
             // A matrix triple of a shape that exists only after pruning was
             // never planned: dealt online by design, not a refill.
             let planned = key.kind != pool::MAT_TRIPLE || self.pools.contains_key(&key);
-            if self.online && planned {
+            if self.online && planned && key.kind & pool::ONLINE == 0 {
                 self.refills += 1;
             }
             self.prefill(&[(key, n - have)])?;
@@ -547,7 +566,7 @@ impl Correlations {
     }
 
     pub fn triple(&mut self, n: usize) -> Result<Triple, ChannelError> {
-        let k = PoolKey::of(pool::TRIPLE);
+        let k = self.key(PoolKey::of(pool::TRIPLE));
         let a = self.streams.ring(k, 0, n);
         let b = self.streams.ring(k, 1, n);
         let c = match self.party {
@@ -559,7 +578,7 @@ impl Correlations {
 
     /// A (m × k), B (k × n), C = A·B.
     pub fn mat_triple(&mut self, m: usize, k: usize, n: usize) -> Result<Triple, ChannelError> {
-        let key = PoolKey::mat(m, k, n);
+        let key = self.key(PoolKey::mat(m, k, n));
         let a = self.streams.ring(key, 0, m * k);
         let b = self.streams.ring(key, 1, k * n);
         let c = match self.party {
@@ -570,7 +589,7 @@ impl Correlations {
     }
 
     pub fn bit_triple(&mut self, n: usize) -> Result<BitTriple, ChannelError> {
-        let k = PoolKey::of(pool::BIT_TRIPLE);
+        let k = self.key(PoolKey::of(pool::BIT_TRIPLE));
         let a = self.streams.bits(k, 0, n);
         let b = self.streams.bits(k, 1, n);
         let c = match self.party {
@@ -582,7 +601,7 @@ impl Correlations {
 
     /// `high_shift`: also share ⌊r / 2^k⌋ (for truncation by k).
     pub fn masked_bits(&mut self, n: usize, high_shift: Option<u32>) -> Result<MaskedBits, ChannelError> {
-        let key = PoolKey::masked_bits(high_shift);
+        let key = self.key(PoolKey::masked_bits(high_shift));
         let r = self.streams.ring(key, 0, n);
         match self.party {
             Party::Server => {
@@ -600,7 +619,7 @@ impl Correlations {
     }
 
     pub fn b2a(&mut self, n: usize) -> Result<B2aPair, ChannelError> {
-        let k = PoolKey::of(pool::B2A);
+        let k = self.key(PoolKey::of(pool::B2A));
         let t = self.streams.bits(k, 0, n);
         let t_arith = match self.party {
             Party::Server => self.streams.ring(k, 1, n),
@@ -610,7 +629,7 @@ impl Correlations {
     }
 
     pub fn and_arith(&mut self, n: usize) -> Result<AndArith, ChannelError> {
-        let k = PoolKey::of(pool::AND_ARITH);
+        let k = self.key(PoolKey::of(pool::AND_ARITH));
         let u = self.streams.bits(k, 0, n);
         let v = self.streams.bits(k, 1, n);
         let (ua, va, uva) = match self.party {
@@ -624,7 +643,7 @@ impl Correlations {
     }
 
     pub fn mux(&mut self, n: usize) -> Result<MuxCorr, ChannelError> {
-        let k = PoolKey::of(pool::MUX);
+        let k = self.key(PoolKey::of(pool::MUX));
         let t = self.streams.bits(k, 0, n);
         let v = self.streams.ring(k, 1, n);
         let (t_arith, w) = match self.party {
@@ -784,7 +803,10 @@ pub fn session_seeds(rng: &mut impl rand::RngCore) -> ([u8; 32], [u8; 32]) {
 /// replaying both seeds' streams.
 fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Streams, out: MsgWriter) -> Result<MsgWriter, String> {
     let n = count;
-    Ok(match key.kind {
+    if key.kind & !(pool::ONLINE | 0xff) != 0 {
+        return Err(format!("unknown pool kind {}", key.kind));
+    }
+    Ok(match key.kind & !pool::ONLINE {
         pool::TRIPLE => {
             let (a0, b0, c0) = (p0.ring(key, 0, n), p0.ring(key, 1, n), p0.ring(key, 2, n));
             let (a1, b1) = (p1.ring(key, 0, n), p1.ring(key, 1, n));
