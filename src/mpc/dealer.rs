@@ -387,6 +387,8 @@ pub struct Correlations {
     perms: Vec<(usize, Party, Option<Vec<usize>>)>,
     online: bool,
     dealt_online: bool,
+    /// Pools the offline phase filled.
+    planned: HashSet<PoolKey>,
     /// (offline, online since the last drain)
     traffic: (DealerTraffic, DealerTraffic),
     /// Online refills of pools, for reports and tests.
@@ -418,6 +420,7 @@ impl Correlations {
             perms: Vec::new(),
             online: true,
             dealt_online: false,
+            planned: HashSet::new(),
             traffic: Default::default(),
             refills: 0,
         }
@@ -523,6 +526,9 @@ impl Correlations {
                 left -= c;
             }
         }
+        if !self.online {
+            self.planned.extend(want.iter().map(|&(k, _)| k));
+        }
         let replies = self.ask_many(&reqs)?;
         for ((key, c), reply) in sizes.into_iter().zip(replies) {
             self.store(key, c, &reply)?;
@@ -554,10 +560,10 @@ impl Correlations {
         }
         let have = self.pools.get(&key).map_or(0, |p| p.have());
         if have < n {
-            // A matrix triple of a shape that exists only after pruning was
-            // never planned: dealt online by design, not a refill.
-            let planned = key.kind != pool::MAT_TRIPLE || self.pools.contains_key(&key);
-            if self.online && planned && key.kind & pool::ONLINE == 0 {
+            // Shapes that exist only after pruning (attention triples) and
+            // compaction correlations were never planned: dealt online by
+            // design, not a refill.
+            if self.online && self.planned.contains(&key) {
                 self.refills += 1;
             }
             self.prefill(&[(key, n - have)])?;
@@ -574,6 +580,27 @@ impl Correlations {
             Party::Client => self.take(k, n)?.remove(0).ring(),
         };
         Ok(Triple { a, b, c })
+    }
+
+    /// Make sure `count` matrix triples of this shape are at hand (client;
+    /// one round trip for all heads of a layer when the shape was not
+    /// planned).
+    ///
+    /// # Errors
+    /// When the dealer hangs up, stalls or replies garbage.
+    pub fn reserve_mat(&mut self, m: usize, k: usize, n: usize, count: usize) -> Result<(), ChannelError> {
+        let key = self.key(PoolKey::mat(m, k, n));
+        if self.party == Party::Server || count == 0 {
+            return Ok(());
+        }
+        let have = self.pools.get(&key).map_or(0, |p| p.have());
+        if have < count {
+            if self.online && self.planned.contains(&key) {
+                self.refills += 1;
+            }
+            self.prefill(&[(key, count - have)])?;
+        }
+        Ok(())
     }
 
     /// A (m × k), B (k × n), C = A·B.

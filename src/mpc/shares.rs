@@ -777,6 +777,8 @@ impl Backend for SharesBackend {
         let mut triples = Vec::with_capacity(pairs.len());
         let mut msg = MsgWriter::new(r);
         let mut mine = Vec::with_capacity(pairs.len());
+        let res = self.corr.reserve_mat(m, k, n, pairs.len());
+        self.ok(res);
         for (a, b) in pairs {
             assert!(a.len() == m * k && b.len() == k * n, "matmul: operands are not {m} × {k} and {k} × {n}");
             let t = self.corr.mat_triple(m, k, n);
