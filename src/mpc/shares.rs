@@ -76,6 +76,16 @@ pub(super) enum Leak {
     WeightsUnmasked,
 }
 
+/// One weight of the server's: a matrix (`in_dim × out_dim`) or a vector
+/// (`in_dim` values, applied cyclically; `out_dim` unused).
+#[derive(Clone, Copy, Debug)]
+struct WeightRef {
+    vector: bool,
+    id: u32,
+    in_dim: usize,
+    out_dim: usize,
+}
+
 /// What the offline phase prepares: the weights' triples (id, rows_max,
 /// in, out) and vectors' (id, n_max, len), and how many units of each pool
 /// (from [`super::plan`]).
@@ -158,7 +168,7 @@ impl SharesBackend {
             self.ok(f);
             let wmbs = wmb.0.into_iter().chain(wmb.1);
             for ((&(vector, id, rows, i, o), c1), wmb) in want.iter().zip(c1).zip(wmbs) {
-                let share = self.client_linear_share(vector, id, rows, i, o, &wmb, &c1);
+                let share = self.client_linear_share(WeightRef { vector, id, in_dim: i, out_dim: o }, rows, &wmb, &c1);
                 self.corr.set_prepared(vector, id, share);
             }
         }
@@ -192,8 +202,9 @@ impl SharesBackend {
     }
 
     /// Client: A·(W − B) + C₁ for `rows` rows (elements, for a vector).
-    fn client_linear_share(&self, vector: bool, id: u32, rows: usize, i: usize, o: usize, wmb: &[u64], c1: &[u64]) -> Vec<u64> {
+    fn client_linear_share(&self, w: WeightRef, rows: usize, wmb: &[u64], c1: &[u64]) -> Vec<u64> {
         let r = self.ring;
+        let WeightRef { vector, id, in_dim: i, out_dim: o } = w;
         if vector {
             let a = self.corr.linear_a(true, id, rows);
             arith::add(r, &arith::mul_cyclic(r, &a, wmb), c1)
@@ -536,8 +547,9 @@ impl SharesBackend {
     /// cyclic) with the triple prepared offline: one message client →
     /// server. Without the offline phase (primitive tests) the server's
     /// W − B travels in the same round, the other way.
-    fn weight_product(&mut self, x: &[u64], rows: usize, vector: bool, id: u32, w_wire: impl FnOnce() -> Vec<u64>, in_dim: usize, out_dim: usize, apply: impl FnOnce(&[u64]) -> Vec<u64>) -> Vec<u64> {
+    fn weight_product(&mut self, x: &[u64], rows: usize, w: WeightRef, w_wire: impl FnOnce() -> Vec<u64>, apply: impl FnOnce(&[u64]) -> Vec<u64>) -> Vec<u64> {
         let r = self.ring;
+        let WeightRef { vector, id, in_dim, out_dim } = w;
         self.corr.use_linear(vector, id);
         let (in_len, out_len) = if vector { (x.len(), x.len()) } else { (rows * in_dim, rows * out_dim) };
         if self.is_server() {
@@ -571,7 +583,7 @@ impl SharesBackend {
                     let (n_rows, n_in) = if vector { (x.len(), in_dim) } else { (rows, in_dim) };
                     let c1 = self.corr.linear_c1(vector, id, n_rows, n_in, out_dim);
                     let c1 = self.ok(c1);
-                    self.client_linear_share(vector, id, n_rows, n_in, out_dim, &wmb, &c1)
+                    self.client_linear_share(WeightRef { in_dim: n_in, ..w }, n_rows, &wmb, &c1)
                 }
             }
         }
@@ -698,13 +710,15 @@ impl Backend for SharesBackend {
         let r = self.ring;
         let g = w.values.clone();
         let len = g.len();
-        self.weight_product(a, a.len(), true, w.id, || g.iter().map(|&v| r.reduce(v)).collect(), len, 0, |y| arith::mul_cyclic(r, y, &w.values))
+        let wr = WeightRef { vector: true, id: w.id, in_dim: len, out_dim: 0 };
+        self.weight_product(a, a.len(), wr, || g.iter().map(|&v| r.reduce(v)).collect(), |y| arith::mul_cyclic(r, y, &w.values))
     }
 
     fn matmul_public(&mut self, x: &Vec<u64>, rows: usize, w: &PublicMatrix) -> Vec<u64> {
         self.counts(PrimitiveCounts { pub_macs: (rows * w.in_dim * w.out_dim) as u64, ..Default::default() });
         let r = self.ring;
-        self.weight_product(x, rows, false, w.id, || w.w_t.iter().map(|&v| r.reduce(v as u64)).collect(), w.in_dim, w.out_dim, |y| arith::matmul_weights(r, y, rows, w))
+        let wr = WeightRef { vector: false, id: w.id, in_dim: w.in_dim, out_dim: w.out_dim };
+        self.weight_product(x, rows, wr, || w.w_t.iter().map(|&v| r.reduce(v as u64)).collect(), |y| arith::matmul_weights(r, y, rows, w))
     }
 
     fn gather(&mut self, x: &Vec<u64>, idx: &[usize]) -> Vec<u64> {

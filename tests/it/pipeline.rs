@@ -215,7 +215,7 @@ fn dying_dealer_proxy(dealer: String) -> String {
                 break;
             }
             let word = |i: usize| buf.get(8 * i..8 * i + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
-            let online = buf.len() % 8 == 0 && (word(0) == Some(4) || (word(0) == Some(1) && word(1).is_some_and(|k| k & 0x100 != 0)));
+            let online = buf.len().is_multiple_of(8) && (word(0) == Some(4) || (word(0) == Some(1) && word(1).is_some_and(|k| k & 0x100 != 0)));
             if online {
                 break;
             }
