@@ -67,7 +67,7 @@ pub struct DealerArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:7879")]
     pub listen: String,
-    /// Stop after this many sessions (0: until killed).
+    /// Stop after this many paired sessions (0: until killed).
     #[arg(long, default_value_t = 0)]
     pub sessions: usize,
     /// Seconds to wait for a party's partner or request.

@@ -317,7 +317,7 @@ pub fn run_client(
 pub struct DealerOptions {
     /// How long a party waits for its partner, and the dealer for a request.
     pub timeout: Duration,
-    /// Stop after this many sessions (0: until killed).
+    /// Stop after this many paired sessions (0: until killed).
     pub sessions: usize,
 }
 
@@ -325,6 +325,8 @@ pub struct DealerOptions {
 #[derive(Clone, Debug)]
 pub struct DealtSession {
     pub session: String,
+    /// Both parties arrived and got their seeds.
+    pub paired: bool,
     pub result: Result<(), ChannelError>,
 }
 
@@ -364,8 +366,11 @@ pub fn run_dealer(
         std::thread::spawn(move || {
             let session = dealer_connection(stream, opts.timeout, &waiting, &rng);
             if let Some(s) = session {
+                let paired = s.paired;
                 log(s);
-                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if paired {
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         });
     }
@@ -381,11 +386,11 @@ fn dealer_connection(
     let mut conn = TcpTransport::new(stream, timeout).ok()?;
     let h: DealerHello = match recv_json(&mut conn, "a party's hello to the dealer") {
         Ok(h) => h,
-        Err(e) => return Some(DealtSession { session: "?".into(), result: Err(e) }),
+        Err(e) => return Some(DealtSession { session: "?".into(), paired: false, result: Err(e) }),
     };
     let refuse = |conn: &mut TcpTransport, msg: String| {
         let _ = send_json(conn, &DealerAnswer { seed: None, error: Some(msg.clone()) });
-        Some(DealtSession { session: h.session.clone(), result: Err(garbage(msg)) })
+        Some(DealtSession { session: h.session.clone(), paired: false, result: Err(garbage(msg)) })
     };
     if h.protocol != PROTOCOL || !["server", "client"].contains(&h.role.as_str()) || h.session.len() != 32 {
         return refuse(&mut conn, format!("`{}` as `{}` for session `{}` is not a cipherprune party", h.protocol, h.role, h.session));
@@ -423,5 +428,5 @@ fn dealer_connection(
         .and_then(|_| send_json(&mut client, &DealerAnswer { seed: Some(hex(&seeds.1)), error: None }));
     drop(server);
     let result = sent.and_then(|_| serve_dealer(h.ring, seeds, &mut client));
-    Some(DealtSession { session: h.session, result })
+    Some(DealtSession { session: h.session, paired: true, result })
 }

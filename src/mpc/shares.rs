@@ -59,6 +59,9 @@ pub struct SharesBackend {
     scope_since: Instant,
     /// In the offline phase: traffic goes to `offline`, not to `comm`.
     in_offline: bool,
+    /// Server: the online clock starts when the client's input arrives (not
+    /// while the client finishes its offline phase).
+    awaiting_input: bool,
     pub(super) offline: CommCounts,
     #[cfg(test)]
     pub(super) leak: Leak,
@@ -117,6 +120,7 @@ impl SharesBackend {
             input_rng: ChaCha20Rng::seed_from_u64(input_seed),
             scope_since: Instant::now(),
             in_offline: false,
+            awaiting_input: false,
             offline: CommCounts::default(),
             #[cfg(test)]
             leak: Leak::None,
@@ -179,6 +183,7 @@ impl SharesBackend {
         self.in_offline = false;
         self.corr.set_online(true);
         self.scope_since = Instant::now();
+        self.awaiting_input = true;
     }
 
     /// Offline traffic and time so far.
@@ -628,7 +633,11 @@ impl Backend for SharesBackend {
     fn input(&mut self, values: &[u64]) -> Vec<u64> {
         let r = self.ring;
         if self.is_server() {
-            self.recv_ring(values.len())
+            let v = self.recv_ring(values.len());
+            if std::mem::take(&mut self.awaiting_input) {
+                self.scope_since = Instant::now();
+            }
+            v
         } else {
             let mask = arith::random_vec(r, values.len(), &mut self.input_rng);
             let mine = arith::sub(r, &values.iter().map(|&v| r.reduce(v)).collect::<Vec<_>>(), &mask);
