@@ -174,7 +174,6 @@ impl EngineModel {
         self.ring
     }
 
-
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
