@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Bench2pc(a) => cli::bench2pc::run(a),
         cli::Command::Serve(a) => cli::serve::serve(a),
         cli::Command::Client(a) => cli::serve::client(a),
+        cli::Command::Dealer(a) => cli::serve::dealer(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -97,6 +97,13 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
                 for net in [LAN, WAN] {
                     println!("  {:<10} {:>12.1} {:>12.1} {:>8.3}", format!("{} s", net.name), p.on(&net), u.on(&net), p.on(&net) / u.on(&net));
                 }
+                println!("  {:<10} {:>12.1} {:>12.1}", "online dealer MB", p.dealer_bytes as f64 / 1e6, u.dealer_bytes as f64 / 1e6);
+                let (po, uo) = (r.pruned.offline_total(), r.unpruned.offline_total());
+                println!("  offline    {:>12.1} {:>12.1}   MB W − B (server → client)", po.server_to_client_bytes as f64 / 1e6, uo.server_to_client_bytes as f64 / 1e6);
+                println!("  offline    {:>12.1} {:>12.1}   MB with the dealer", po.dealer_bytes as f64 / 1e6, uo.dealer_bytes as f64 / 1e6);
+                println!("  offline    {:>12} {:>12}   rounds + dealer round trips", po.rounds + po.dealer_round_trips, uo.rounds + uo.dealer_round_trips);
+                println!("  offline    {:>12.1} {:>12.1}   s (in-process)", po.seconds, uo.seconds);
+                println!("  online pool refills: pruned {}, unpruned {}", r.pruned.refills, r.unpruned.refills);
             }
             // Per element of the unpruned run, beside BOLT's (REFERENCE.md §5).
             let c = shape(s).expect("checked");

@@ -49,6 +49,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Classify a sentence against a `serve` server without revealing it.
     Client(serve::ClientArgs),
+    /// The dealer of two-party sessions, its own process: correlated randomness, never a weight or an input.
+    Dealer(serve::DealerArgs),
     /// What the two-party protocol costs: oblivious compactions, BERT shapes pruned vs unpruned.
     #[command(name = "bench-2pc")]
     Bench2pc(bench2pc::Bench2pcArgs),

@@ -47,8 +47,11 @@ pub enum TruncMode {
 pub enum BackendKind {
     /// The cleartext fixed-point engine only.
     Engine,
-    /// Also run the two-party protocol over secret shares (in-process, the
-    /// same examples) and check its logits against the engine's bit for bit.
+    /// Also run the two-party protocol over secret shares (the same
+    /// examples) and check its logits against the engine's bit for bit.
+    /// Single-process: server, client and dealer are threads of this
+    /// process, which then holds everything — a measurement setting, not a
+    /// secure deployment (use `dealer`, `serve` and `client` for that).
     Shares,
 }
 
@@ -206,6 +209,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
             "server_to_client": total.server_to_client_bytes, "client_to_server": total.client_to_server_bytes, "total": total.bytes,
         });
         report["rounds"] = total.rounds.into();
+        report["offline"] = costs["offline"].clone();
         report["per_operator"] = costs["per_operator"].clone();
         report["shares"] = serde_json::json!({
             "compaction": args.compaction.name(), "examples": pr.examples,
@@ -296,7 +300,9 @@ fn print_shares(r: &serde_json::Value, p: &SharesSummary, u: &SharesSummary) {
     for net in [LAN, WAN] {
         println!("  {} estimate (s)    {:>10.3}      {:>10.3}   {:.3}", net.name, pe.on(&net), ue.on(&net), pe.on(&net) / ue.on(&net));
     }
-    println!("  dealer bytes per example: {:.3} MB ({:.3} MB weight-dependent: HE/OT in a deployment)", mb(pe.dealer_bytes), mb(pe.weight_preprocessing_bytes));
+    println!("  online dealer bytes per example: {:.3} MB in {} round trips (pool refills: {})", mb(pe.dealer_bytes), pe.dealer_round_trips, p.refills);
+    let (po, uo) = (p.offline_total().per(p.examples), u.offline_total().per(u.examples));
+    println!("  offline per example: {:.3} MB server → client (W − B), {:.3} MB with the dealer, {} rounds + {} dealer round trips, {:.3} s (pruned; unpruned {:.3} MB + {:.3} MB)", mb(po.server_to_client_bytes), mb(po.dealer_bytes), po.rounds, po.dealer_round_trips, po.seconds, mb(uo.server_to_client_bytes), mb(uo.dealer_bytes));
     println!("  per operator (MB per example, rounds)   pruned            unpruned");
     for c in OpClass::ALL {
         let (a, b) = (p.class(c), u.class(c));

@@ -1,7 +1,9 @@
-//! `cipherprune serve` and `cipherprune client`: the pruned model as a real
-//! two-party computation over TCP. The server holds the weights and
-//! thresholds; the client tokenizes and embeds its sentence, and both learn
-//! only the prediction and the per-layer token counts.
+//! `cipherprune serve`, `cipherprune client` and `cipherprune dealer`: the
+//! pruned model as a real two-party computation over TCP, with the dealer
+//! as a third process. The server holds the weights and thresholds; the
+//! client tokenizes and embeds its sentence and alone learns the
+//! prediction; both learn the length and the per-layer token counts; the
+//! dealer learns only the sizes in its requests.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use clap::Args;
 use rand::SeedableRng;
 
 use cipherprune::data::Task;
-use cipherprune::mpc::net::{run_client, serve_one, ServerInfo, ServerModel, PROTOCOL};
+use cipherprune::mpc::net::{run_client, run_dealer, serve_one, DealerOptions, ServerInfo, ServerModel, PROTOCOL};
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
@@ -35,6 +37,9 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
+    /// The dealer (`cipherprune dealer`), its own process; required.
+    #[arg(long)]
+    pub dealer: Option<String>,
     #[command(flatten)]
     pub ring: RingArgs,
     /// Only `exact` reproduces the engine bit for bit; `probabilistic` is
@@ -50,7 +55,23 @@ pub struct ServeArgs {
     /// Seconds to wait for a client message before giving up on a session.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
-    /// Seed of the dealer's per-session seeds (default: from the OS).
+    /// Seed of the session ids (default: from the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct DealerArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7879")]
+    pub listen: String,
+    /// Stop after this many paired sessions (0: until killed).
+    #[arg(long, default_value_t = 0)]
+    pub sessions: usize,
+    /// Seconds to wait for a party's partner or request.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Seed of the sessions' seeds (default: from the OS; tests only).
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -64,6 +85,9 @@ pub struct ClientArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub connect: String,
+    /// The dealer's address (the same dealer as the server's).
+    #[arg(long, default_value = "127.0.0.1:7879")]
+    pub dealer: String,
     /// The sentence to classify.
     #[arg(long)]
     pub sentence: String,
@@ -98,6 +122,9 @@ fn load(checkpoint: &Path, max_len: usize) -> Result<(RunInfo, Loaded)> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    let Some(dealer) = args.dealer.clone() else {
+        bail!("`serve` needs `--dealer ADDR`: the dealer runs as its own process (`cipherprune dealer --listen ADDR`), never inside the server");
+    };
     let ring = args.ring.resolve()?;
     let (info, loaded) = load(&args.checkpoint, 128)?;
     let task = Task::from_name(&info.task(&None)?)?;
@@ -141,12 +168,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let mut served = 0;
     loop {
         served += 1;
-        match serve_one(&listener, &server, &mut rng, timeout) {
+        match serve_one(&listener, &server, &dealer, &mut rng, timeout) {
             Ok(s) => {
                 let c = s.comm.total();
+                let o = s.offline;
                 println!(
-                    "session {served}: {} tokens, kept per layer {:?}, sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s",
-                    s.tokens, s.kept_per_layer, c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, s.wall.as_secs_f64()
+                    "session {served}: {} tokens, kept per layer {:?}; online: sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s; offline: sent {:.3} MB, {} rounds, {:.2} s; {:.2} s in all",
+                    s.tokens, s.kept_per_layer, c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, c.time_ns as f64 * 1e-9,
+                    o.bytes_sent as f64 / 1e6, o.rounds, o.time_ns as f64 * 1e-9, s.wall.as_secs_f64()
                 );
             }
             Err(e) => eprintln!("session {served} failed: {e}"),
@@ -166,7 +195,7 @@ pub fn client(args: ClientArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("tokenizing the sentence: {e}"))?;
     let weights = engine_weights(&loaded)?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let r = run_client(args.connect.as_str(), &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)))
+    let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)))
         .map_err(|e| anyhow::anyhow!("secure inference with {} failed: {e}", args.connect))?;
     let task = info.task(&None).ok().and_then(|t| Task::from_name(&t).ok());
     let names = task.map(|t| t.label_names()).unwrap_or(&[]);
@@ -174,16 +203,37 @@ pub fn client(args: ClientArgs) -> Result<()> {
     let label = if r.logits.len() == 1 { format!("{:.4}", r.logits[0]) } else { names.get(best).map_or(best.to_string(), |s| s.to_string()) };
     let kept: Vec<usize> = r.outcome.trace.kept_per_layer.iter().map(|k| k.len()).collect();
     let c = r.outcome.comm.total();
+    let o = r.outcome.offline;
     if args.json {
         println!("{}", serde_json::json!({
             "prediction": label, "logits": r.logits, "tokens": enc.get_ids().len(), "kept_per_layer": kept,
             "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received, "rounds": c.rounds,
-            "dealer_bytes": c.dealer_bytes, "seconds": r.wall.as_secs_f64(), "server_model": r.info.model,
+            "dealer_bytes": c.dealer_bytes, "dealer_round_trips": c.dealer_round_trips, "online_seconds": c.time_ns as f64 * 1e-9,
+            "offline": { "bytes_received": o.bytes_received, "rounds": o.rounds, "dealer_bytes": o.dealer_bytes,
+                         "dealer_round_trips": o.dealer_round_trips, "seconds": o.time_ns as f64 * 1e-9 },
+            "pool_refills": r.outcome.refills,
+            "seconds": r.wall.as_secs_f64(), "server_model": r.info.model,
         }));
     } else {
         println!("prediction: {label} (logits {:?})", r.logits.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
         println!("  {} tokens; kept after each layer {kept:?}", enc.get_ids().len());
-        println!("  sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s (dealer: {:.3} MB)", c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, r.wall.as_secs_f64(), c.dealer_bytes as f64 / 1e6);
+        println!("  online: sent {:.3} MB, received {:.3} MB, {} rounds, {:.2} s (dealer: {:.3} MB, {} round trips)", c.bytes_sent as f64 / 1e6, c.bytes_received as f64 / 1e6, c.rounds, c.time_ns as f64 * 1e-9, c.dealer_bytes as f64 / 1e6, c.dealer_round_trips);
+        println!("  offline: received {:.3} MB from the server, {:.3} MB with the dealer, {} rounds + {} dealer round trips, {:.2} s; {:.2} s in all", o.bytes_received as f64 / 1e6, o.dealer_bytes as f64 / 1e6, o.rounds, o.dealer_round_trips, o.time_ns as f64 * 1e-9, r.wall.as_secs_f64());
     }
     Ok(())
+}
+
+pub fn dealer(args: DealerArgs) -> Result<()> {
+    let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("dealer listening on {}", listener.local_addr()?);
+    let rng = match args.seed {
+        Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
+        None => rand_chacha::ChaCha20Rng::from_entropy(),
+    };
+    let opts = DealerOptions { timeout: Duration::from_secs(args.timeout.max(1)), sessions: args.sessions };
+    run_dealer(listener, opts, rng, |s| match s.result {
+        Ok(()) => println!("session {} dealt", s.session),
+        Err(e) => eprintln!("session {} failed: {e}", s.session),
+    })
+    .map_err(|e| anyhow::anyhow!("the dealer stopped: {e}"))
 }

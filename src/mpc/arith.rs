@@ -53,7 +53,7 @@ fn dot(a: &[u64], b: &[u64]) -> u64 {
 
 /// Rows of `a` (each `k` long) dotted with rows of `bt` (each `k` long):
 /// `out[i][j] = a_i · bt_j` mod 2^ℓ.
-fn rows_dot(r: Ring, a: &[u64], bt: &[u64], k: usize, n: usize) -> Vec<u64> {
+pub fn rows_dot(r: Ring, a: &[u64], bt: &[u64], k: usize, n: usize) -> Vec<u64> {
     let m = a.len().checked_div(k).unwrap_or(0);
     let mut out = vec![0u64; m * n];
     let row = |(o, ar): (&mut [u64], &[u64])| {

@@ -19,15 +19,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Duration;
 
-/// A model with no weights to speak of, for protocol runs that need none.
-fn empty_model(ring: Ring) -> EngineModel {
-    let c = BertConfig {
-        vocab_size: 4, hidden_size: 2, num_hidden_layers: 1, num_attention_heads: 1,
-        intermediate_size: 2, max_position_embeddings: 4, type_vocab_size: 1, layer_norm_eps: 1e-12,
-    };
-    EngineModel::from_weights(&BertWeights::random(c, 2, 0), &ring)
-}
-
 /// One party's result and communication.
 type PartyResult<R> = (R, CommTally);
 
@@ -39,17 +30,15 @@ fn two_party<R: Send>(
     seed: u64,
     f: &(dyn Fn(&mut SharesBackend) -> R + Sync),
 ) -> Result<(PartyResult<R>, PartyResult<R>), ChannelError> {
-    let model = empty_model(ring);
     let seeds = session_seeds(&mut ChaCha8Rng::seed_from_u64(seed));
     let t = Duration::from_secs(600);
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
     let party = |bk: SharesBackend| run_protocol(bk, f).map(|(v, _, comm)| (v, comm));
     std::thread::scope(|s| {
-        let model = &model;
         let dealer = s.spawn(move || {
             let mut d = d;
-            serve_dealer(ring, model, seeds, &mut d)
+            serve_dealer(ring, seeds, &mut d)
         });
         let server = s.spawn(move || party(SharesBackend::new(Party::Server, ring, opts, Box::new(a), Correlations::server(ring, seeds.0), 0)));
         let client = party(SharesBackend::new(Party::Client, ring, opts, Box::new(b), Correlations::client(ring, seeds.1, Box::new(c)), seed));
@@ -274,14 +263,14 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, cut: Cut, se
         let thr = LayerThresholds::from_config(&cfg, layers);
         let run = run_in_process(&model, &shape_only, &thr, opts, &input, tokens, seed)?;
         identical &= run.logits_ring == engine.logits_ring;
-        out.push(SharesSummary {
+        let mut s = SharesSummary {
             examples: 1,
-            mismatched: Vec::new(),
-            server: run.server.comm,
-            client: run.client.comm,
             seconds: run.wall.as_secs_f64(),
             kept_per_layer: run.client.trace.kept_per_layer.iter().map(|k| k.len()).collect(),
-        });
+            ..Default::default()
+        };
+        s.add_run(&run);
+        out.push(s);
     }
     let unpruned = out.pop().expect("two");
     let pruned = out.pop().expect("two");

@@ -16,11 +16,12 @@ pub struct CommCounts {
     /// Message flights: an exchange (both send, then both receive) is one, a
     /// one-way message is one for both parties.
     pub rounds: u64,
-    /// Bytes exchanged with the dealer (preprocessing; client only).
+    /// Bytes exchanged with the dealer (client only): in the online tally,
+    /// pool refills and permutation correlations; offline, the prepared
+    /// material.
     pub dealer_bytes: u64,
-    /// Of `dealer_bytes`, those of weight-dependent masks, which a
-    /// deployment would compute with HE or OT instead.
-    pub weight_preprocessing_bytes: u64,
+    /// Waits for the dealer's replies (requests sent together wait once).
+    pub dealer_round_trips: u64,
     /// Wall time spent in the scope, nanoseconds (in-process: both parties'
     /// compute plus the waits between them).
     pub time_ns: u64,
@@ -32,7 +33,7 @@ impl AddAssign for CommCounts {
         self.bytes_received += o.bytes_received;
         self.rounds += o.rounds;
         self.dealer_bytes += o.dealer_bytes;
-        self.weight_preprocessing_bytes += o.weight_preprocessing_bytes;
+        self.dealer_round_trips += o.dealer_round_trips;
         self.time_ns += o.time_ns;
     }
 }

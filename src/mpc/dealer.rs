@@ -1,28 +1,42 @@
-//! Correlated randomness from a trusted dealer (the preprocessing model of
-//! CrypTen's TTP mode): input-independent values the parties consume while
-//! the protocol runs.
+//! Correlated randomness from a dealer (the preprocessing model of CrypTen's
+//! TTP mode and of SIGMA): input-independent values the parties consume
+//! while the protocol runs. The dealer is its own process
+//! (`cipherprune dealer`, [`super::net::run_dealer`]); it never receives a weight, an input or a
+//! share of either — only requests (a kind and a few size words).
 //!
-//! The dealer shares one seed (ChaCha12 stream) with each party. The server (P0)
-//! draws every one of its shares from its seed and never talks to the
-//! dealer again; the client (P1) draws its random parts from its seed and
-//! asks the dealer for the *corrections* (e.g. c₁ = (a₀+a₁)(b₀+b₁) − c₀ of a
-//! Beaver triple). The dealer replays both seeds in the same order, so all
-//! three agree without further coordination: the parties run the same
-//! program, so they consume correlations in the same order.
+//! **Seeds and streams.** Per session the dealer draws two seeds and sends
+//! each party only its own. Every kind of correlation draws each of its
+//! components from its own ChaCha12 stream of the party's seed (stream id =
+//! a hash of kind, parameters and component), one word per ring element and
+//! bits in order, so drawing n then m elements gives the same values as
+//! drawing n + m. The server (P0) draws all its shares and never talks to
+//! the dealer; the client (P1) draws its random parts and receives the
+//! dealer's *corrections* (e.g. c₁ = (a₀+a₁)(b₀+b₁) − c₀ of a Beaver
+//! triple), which the dealer computes by replaying both seeds' streams.
 //!
-//! One kind needs the server's weights: the mask of a linear layer, U = R·W −
-//! V (see [`Correlations::weight`]). A real deployment computes it with HE or
-//! OT between the parties (as BOLT and Cheetah do for their linear layers);
-//! here the dealer holds the model, and its bytes are reported apart as
-//! `weight_preprocessing_bytes`.
+//! **Offline and online.** Element-wise correlations (triples, bit
+//! triples, masked bits, bit-to-ring pairs, MUX and AND-to-ring
+//! correlations) and the attention's matrix triples come from *pools* the
+//! client fills offline, sized by a plan ([`super::plan`]) for the public
+//! input length; a pool that runs dry online is refilled from the dealer and
+//! the refill is counted as online dealer traffic. Permutation correlations
+//! (shuffle compaction) depend on revealed counts and are dealt online.
+//!
+//! **Linear layers without the dealer seeing W.** A matrix Beaver triple
+//! per weight matrix and inference: A (client, rows_max × in), B (server,
+//! in × out), C₀ (server) and C₁ = A·B − C₀ (client, from the dealer). The
+//! server sends W − B offline; online the client sends x₁ − A (a row
+//! prefix), the server's share is (x₀ + x₁ − A)·W + C₀ and the client's
+//! A·(W − B) + C₁ (computed offline for rows_max; row prefixes are exact).
+//! The same element-wise for the LayerNorm γ.
 
 use super::arith::{self, random_perm};
 use super::bits::BitVec;
 use super::channel::{ChannelError, MsgReader, MsgWriter, Transport};
 use crate::fixed::Ring;
-use crate::secure::bert::EngineModel;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
+use std::collections::{HashMap, HashSet};
 
 /// The two parties.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,43 +56,176 @@ impl Party {
     }
 }
 
-/// Request codes (first word of a client request).
-mod kind {
+/// Request codes (first word of a request to the dealer).
+pub mod kind {
     pub const DONE: u64 = 0;
+    /// `[FILL, pool kind, p0, p1, p2, count]`: corrections for `count` more
+    /// units of a pool.
+    pub const FILL: u64 = 1;
+    /// `[LINEAR, id, rows, in, out]`: C₁ of matrix `id`'s triple.
+    pub const LINEAR: u64 = 2;
+    /// `[LINEAR_VEC, id, n, len]`: c₁ of vector `id`'s triple.
+    pub const LINEAR_VEC: u64 = 3;
+    /// `[PERM_NEW, rows, knower]`.
+    pub const PERM_NEW: u64 = 4;
+    /// `[PERM_APPLY, handle, inverse, width]`.
+    pub const PERM_APPLY: u64 = 5;
+    /// The most words in a request.
+    pub const MAX_WORDS: usize = 6;
+}
+
+/// Pool kinds (second word of a FILL).
+pub mod pool {
     pub const TRIPLE: u64 = 1;
     pub const MAT_TRIPLE: u64 = 2;
     pub const BIT_TRIPLE: u64 = 3;
     pub const MASKED_BITS: u64 = 4;
     pub const B2A: u64 = 5;
     pub const MUX: u64 = 6;
-    pub const WEIGHT: u64 = 7;
-    pub const WEIGHT_VEC: u64 = 8;
-    pub const PERM_NEW: u64 = 9;
-    pub const PERM_APPLY: u64 = 10;
-    pub const AND_ARITH: u64 = 11;
+    pub const AND_ARITH: u64 = 7;
+    /// Flag on a kind: the same correlation from separate streams, dealt
+    /// online (compaction and partition, whose sizes follow revealed counts).
+    pub const ONLINE: u64 = 0x100;
 }
 
-/// Deterministic draws from one seed, shared by a party and the dealer.
-struct Draw {
-    ring: Ring,
-    rng: ChaCha12Rng,
+/// Stream tags beyond the pools.
+const TAG_LINEAR: u64 = 100;
+const TAG_LINEAR_VEC: u64 = 101;
+const TAG_PERM: u64 = 102;
+
+/// One pool: a kind and its parameters (shift + 1 for masked bits, 0 for
+/// none; m, k, n for a matrix triple).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub kind: u64,
+    pub p: [u64; 3],
 }
 
-impl Draw {
-    fn new(ring: Ring, seed: [u8; 32]) -> Self {
-        Draw { ring, rng: ChaCha12Rng::from_seed(seed) }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CompKind {
+    Ring,
+    Bits,
+}
+
+impl PoolKey {
+    pub fn of(kind: u64) -> Self {
+        PoolKey { kind, p: [0; 3] }
     }
-    fn ring(&mut self, n: usize) -> Vec<u64> {
-        arith::random_vec(self.ring, n, &mut self.rng)
+    pub fn masked_bits(shift: Option<u32>) -> Self {
+        PoolKey { kind: pool::MASKED_BITS, p: [shift.map_or(0, |k| k as u64 + 1), 0, 0] }
+    }
+    pub fn mat(m: usize, k: usize, n: usize) -> Self {
+        PoolKey { kind: pool::MAT_TRIPLE, p: [m as u64, k as u64, n as u64] }
+    }
+
+    /// The client's correction components and ring elements per unit.
+    fn layout(&self, ring: Ring) -> Option<(Vec<CompKind>, usize)> {
+        use CompKind::*;
+        Some(match self.kind & !pool::ONLINE {
+            pool::TRIPLE | pool::B2A => (vec![Ring], 1),
+            pool::MAT_TRIPLE => (vec![Ring], (self.p[0] * self.p[2]) as usize),
+            pool::BIT_TRIPLE => (vec![Bits], 1),
+            pool::MASKED_BITS => {
+                let mut v = vec![Bits; ring.bits() as usize];
+                if self.p[0] != 0 {
+                    v.push(Ring);
+                }
+                (v, 1)
+            }
+            pool::MUX => (vec![Ring, Ring], 1),
+            pool::AND_ARITH => (vec![Ring, Ring, Ring], 1),
+            _ => return None,
+        })
+    }
+
+    /// Wire bytes per unit of the corrections (for chunking requests).
+    fn unit_bytes(&self, ring: Ring) -> usize {
+        let (l, unit) = self.layout(ring).expect("known pool");
+        let rb = super::channel::ring_bytes(ring);
+        l.iter().map(|c| if *c == CompKind::Ring { unit * rb } else { 1 }).sum::<usize>().max(1)
+    }
+
+    fn stream(&self, comp: u64) -> u64 {
+        stream_id(self.kind, self.p, comp)
+    }
+}
+
+/// A stream id from a tag, parameters and a component (splitmix64 fold).
+fn stream_id(tag: u64, p: [u64; 3], comp: u64) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for w in [tag, p[0], p[1], p[2], comp] {
+        h ^= w;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// One ChaCha12 stream: ring elements one word each, bits in order.
+struct Stream {
+    rng: ChaCha12Rng,
+    buf: BitVec,
+    pos: usize,
+}
+
+impl Stream {
+    fn new(seed: [u8; 32], id: u64) -> Self {
+        let mut rng = ChaCha12Rng::from_seed(seed);
+        rng.set_stream(id);
+        Stream { rng, buf: BitVec::zeros(0), pos: 0 }
+    }
+    fn ring(&mut self, r: Ring, n: usize) -> Vec<u64> {
+        arith::random_vec(r, n, &mut self.rng)
     }
     fn bits(&mut self, n: usize) -> BitVec {
-        BitVec::random(n, &mut self.rng)
-    }
-    fn planes(&mut self, n: usize) -> Vec<BitVec> {
-        (0..self.ring.bits()).map(|_| self.bits(n)).collect()
+        let have = self.buf.len() - self.pos;
+        if have < n {
+            let fresh = BitVec::random((n - have).div_ceil(64) * 64, &mut self.rng);
+            self.buf = BitVec::concat(&[&self.buf.slice(self.pos, have), &fresh]);
+            self.pos = 0;
+        }
+        let out = self.buf.slice(self.pos, n);
+        self.pos += n;
+        out
     }
     fn perm(&mut self, n: usize) -> Vec<usize> {
         random_perm(n, &mut self.rng)
+    }
+}
+
+/// All streams of one seed, made on first use.
+struct Streams {
+    ring: Ring,
+    seed: [u8; 32],
+    map: HashMap<u64, Stream>,
+}
+
+impl Streams {
+    fn new(ring: Ring, seed: [u8; 32]) -> Self {
+        Streams { ring, seed, map: HashMap::new() }
+    }
+    fn get(&mut self, id: u64) -> &mut Stream {
+        let seed = self.seed;
+        self.map.entry(id).or_insert_with(|| Stream::new(seed, id))
+    }
+    fn ring(&mut self, key: PoolKey, comp: u64, n: usize) -> Vec<u64> {
+        let r = self.ring;
+        self.get(key.stream(comp)).ring(r, n)
+    }
+    fn bits(&mut self, key: PoolKey, comp: u64, n: usize) -> BitVec {
+        self.get(key.stream(comp)).bits(n)
+    }
+    fn planes(&mut self, key: PoolKey, n: usize) -> Vec<BitVec> {
+        (0..self.ring.bits() as u64).map(|b| self.bits(key, 8 + b, n)).collect()
+    }
+    /// A fresh copy of a stream from its start (row prefixes of linear masks).
+    fn prefix(&self, tag: u64, id: u32, comp: u64, n: usize) -> Vec<u64> {
+        Stream::new(self.seed, stream_id(tag, [id as u64, 0, 0], comp)).ring(self.ring, n)
+    }
+    fn perm_stream(&mut self) -> &mut Stream {
+        self.get(stream_id(TAG_PERM, [0; 3], 0))
     }
 }
 
@@ -129,69 +276,222 @@ pub struct AndArith {
 }
 
 /// One party's side of a permutation correlation for σ known to one party:
-/// the knower holds (σ, Δ), the other (a, b) with b = σ(a) − Δ... written so
-/// that [`super::sort`] can apply σ to shared rows with one message.
+/// the knower holds (σ, Δ), the other (a, b) with σ(a) = b + Δ, so that
+/// [`super::sort`] can apply σ to shared rows with one message.
 pub enum PermShare {
     Knower { perm: Vec<usize>, delta: Vec<u64> },
     Other { a: Vec<u64>, b: Vec<u64> },
 }
 
+/// One component of a pool's corrections.
+#[derive(Clone, Debug)]
+enum Comp {
+    Ring(Vec<u64>),
+    Bits(BitVec),
+}
+
+impl Comp {
+    fn ring(self) -> Vec<u64> {
+        match self {
+            Comp::Ring(v) => v,
+            Comp::Bits(_) => unreachable!("a ring component"),
+        }
+    }
+    fn bits(self) -> BitVec {
+        match self {
+            Comp::Bits(b) => b,
+            Comp::Ring(_) => unreachable!("a bit component"),
+        }
+    }
+}
+
+/// The client's corrections of one pool, consumed in order.
+struct Pool {
+    comps: Vec<Comp>,
+    unit: usize,
+    pos: usize,
+    units: usize,
+}
+
+impl Pool {
+    fn have(&self) -> usize {
+        self.units - self.pos
+    }
+
+    fn append(&mut self, new: Vec<Comp>, units: usize) {
+        let (pos, unit, have) = (self.pos, self.unit, self.have());
+        let old = std::mem::take(&mut self.comps);
+        self.comps = if old.is_empty() {
+            new
+        } else {
+            old.into_iter()
+                .zip(new)
+                .map(|(o, n)| match (o, n) {
+                    (Comp::Ring(o), Comp::Ring(n)) => Comp::Ring([&o[pos * unit..], &n[..]].concat()),
+                    (Comp::Bits(o), Comp::Bits(n)) => Comp::Bits(BitVec::concat(&[&o.slice(pos, have), &n])),
+                    _ => unreachable!("the same layout"),
+                })
+                .collect()
+        };
+        self.pos = 0;
+        self.units = have + units;
+    }
+
+    fn take(&mut self, n: usize) -> Vec<Comp> {
+        assert!(n <= self.have(), "pool: {n} units of {}", self.have());
+        let (pos, unit) = (self.pos, self.unit);
+        self.pos += n;
+        self.comps
+            .iter()
+            .map(|c| match c {
+                Comp::Ring(v) => Comp::Ring(v[pos * unit..(pos + n) * unit].to_vec()),
+                Comp::Bits(b) => Comp::Bits(b.slice(pos, n)),
+            })
+            .collect()
+    }
+}
+
+/// Traffic with the dealer in one phase (client side).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DealerTraffic {
+    /// Request and reply bytes, 4-byte frame headers included.
+    pub bytes: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Waits for replies (requests sent together wait once).
+    pub round_trips: u64,
+}
+
+impl std::ops::AddAssign for DealerTraffic {
+    fn add_assign(&mut self, o: Self) {
+        self.bytes += o.bytes;
+        self.requests += o.requests;
+        self.round_trips += o.round_trips;
+    }
+}
+
 /// One party's source of correlated randomness.
 pub struct Correlations {
     party: Party,
-    draw: Draw,
+    ring: Ring,
+    streams: Streams,
     dealer: Option<Box<dyn Transport>>,
+    pools: HashMap<PoolKey, Pool>,
+    /// Client: A·(W − B) + C₁ for rows_max, per (is vector, id).
+    prepared: HashMap<(bool, u32), Vec<u64>>,
+    /// Server: W − B already sent offline, per (is vector, id).
+    sent: HashSet<(bool, u32)>,
+    /// Linear triples consumed (each is used once).
+    used: HashSet<(bool, u32)>,
     /// Permutations made so far: (rows, knower, σ when this party knows it).
     perms: Vec<(usize, Party, Option<Vec<usize>>)>,
-    /// Bytes exchanged with the dealer since the last [`Correlations::drain`]:
-    /// (all, of which weight-dependent).
-    bytes: (u64, u64),
+    online: bool,
+    dealt_online: bool,
+    /// Pools the offline phase filled.
+    planned: HashSet<PoolKey>,
+    /// (offline, online since the last drain)
+    traffic: (DealerTraffic, DealerTraffic),
+    /// Online refills of pools, for reports and tests.
+    refills: u64,
 }
 
 impl Correlations {
     /// The server's side: draws from its seed, never talks to the dealer.
     pub fn server(ring: Ring, seed: [u8; 32]) -> Self {
-        Correlations { party: Party::Server, draw: Draw::new(ring, seed), dealer: None, perms: Vec::new(), bytes: (0, 0) }
+        Self::new(Party::Server, ring, seed, None)
     }
 
     /// The client's side: draws from its seed and asks the dealer for
     /// corrections over `dealer`.
     pub fn client(ring: Ring, seed: [u8; 32], dealer: Box<dyn Transport>) -> Self {
-        Correlations { party: Party::Client, draw: Draw::new(ring, seed), dealer: Some(dealer), perms: Vec::new(), bytes: (0, 0) }
+        Self::new(Party::Client, ring, seed, Some(dealer))
+    }
+
+    fn new(party: Party, ring: Ring, seed: [u8; 32], dealer: Option<Box<dyn Transport>>) -> Self {
+        Correlations {
+            party,
+            ring,
+            streams: Streams::new(ring, seed),
+            dealer,
+            pools: HashMap::new(),
+            prepared: HashMap::new(),
+            sent: HashSet::new(),
+            used: HashSet::new(),
+            perms: Vec::new(),
+            online: true,
+            dealt_online: false,
+            planned: HashSet::new(),
+            traffic: Default::default(),
+            refills: 0,
+        }
     }
 
     pub fn party(&self) -> Party {
         self.party
     }
 
-    fn ring(&self) -> Ring {
-        self.draw.ring
+    /// Deal the following correlations online from separate streams
+    /// (inside compactions); returns the previous setting.
+    pub fn set_dealt_online(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.dealt_online, on)
     }
 
-    /// Bytes exchanged with the dealer since the last call: (all, weight-dependent).
-    pub fn drain(&mut self) -> (u64, u64) {
-        std::mem::take(&mut self.bytes)
-    }
-
-    /// Ask the dealer; `read` parses the reply.
-    fn ask<T>(
-        &mut self,
-        req: &[u64],
-        weight: bool,
-        read: impl FnOnce(&mut MsgReader) -> Result<T, ChannelError>,
-    ) -> Result<T, ChannelError> {
-        let ring = self.ring();
-        let t = self.dealer.as_mut().expect("only the client asks the dealer");
-        let msg = MsgWriter::new(ring).u64s(req).finish();
-        let sent = msg.len() as u64;
-        t.send(msg).map_err(|e| e.at("a request to the dealer"))?;
-        let reply = t.recv().map_err(|e| e.at("a reply from the dealer"))?;
-        let n = sent + reply.len() as u64 + 8;
-        self.bytes.0 += n;
-        if weight {
-            self.bytes.1 += n;
+    fn key(&self, k: PoolKey) -> PoolKey {
+        if self.dealt_online {
+            PoolKey { kind: k.kind | pool::ONLINE, ..k }
+        } else {
+            k
         }
-        let mut rd = MsgReader::new(ring, &reply);
+    }
+
+    /// Whether dealer traffic counts as online (the default) or offline.
+    pub fn set_online(&mut self, online: bool) {
+        self.online = online;
+    }
+
+    /// Online dealer traffic since the last call.
+    pub fn drain(&mut self) -> DealerTraffic {
+        std::mem::take(&mut self.traffic.1)
+    }
+
+    /// Offline dealer traffic so far.
+    pub fn offline_traffic(&self) -> DealerTraffic {
+        self.traffic.0
+    }
+
+    /// How many times a planned pool ran dry online and was refilled.
+    pub fn refills(&self) -> u64 {
+        self.refills
+    }
+
+    /// Send requests together, then read their replies in order.
+    fn ask_many(&mut self, reqs: &[Vec<u64>]) -> Result<Vec<Vec<u8>>, ChannelError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ring = self.ring;
+        let t = self.dealer.as_mut().expect("only the client asks the dealer");
+        let mut bytes = 0u64;
+        for req in reqs {
+            debug_assert!(req.len() <= kind::MAX_WORDS);
+            let msg = MsgWriter::new(ring).u64s(req).finish();
+            bytes += msg.len() as u64 + 4;
+            t.send(msg).map_err(|e| e.at("a request to the dealer"))?;
+        }
+        let mut replies = Vec::with_capacity(reqs.len());
+        for _ in reqs {
+            let reply = t.recv().map_err(|e| e.at("a reply from the dealer"))?;
+            bytes += reply.len() as u64 + 4;
+            replies.push(reply);
+        }
+        let tally = if self.online { &mut self.traffic.1 } else { &mut self.traffic.0 };
+        *tally += DealerTraffic { bytes, requests: reqs.len() as u64, round_trips: 1 };
+        Ok(replies)
+    }
+
+    fn ask<T>(&mut self, req: &[u64], read: impl FnOnce(&mut MsgReader) -> Result<T, ChannelError>) -> Result<T, ChannelError> {
+        let reply = self.ask_many(&[req.to_vec()])?.pop().expect("one reply");
+        let mut rd = MsgReader::new(self.ring, &reply);
         let v = read(&mut rd).map_err(|e| e.at("a reply from the dealer"))?;
         rd.done().map_err(|e| e.at("a reply from the dealer"))?;
         Ok(v)
@@ -200,129 +500,288 @@ impl Correlations {
     /// Tell the dealer the session is over (client only; no-op on the server).
     pub fn finish(&mut self) -> Result<(), ChannelError> {
         if let Some(t) = self.dealer.as_mut() {
-            t.send(MsgWriter::new(self.draw.ring).u64s(&[kind::DONE]).finish())?;
+            t.send(MsgWriter::new(self.ring).u64s(&[kind::DONE]).finish())?;
         }
         Ok(())
     }
 
+    /// Fill pools ahead (client; the server draws as it goes): one round
+    /// trip, requests chunked to keep replies under 64 MB.
+    ///
+    /// # Errors
+    /// When the dealer hangs up, stalls or replies garbage.
+    pub fn prefill(&mut self, want: &[(PoolKey, usize)]) -> Result<(), ChannelError> {
+        if self.party == Party::Server {
+            return Ok(());
+        }
+        let mut reqs = Vec::new();
+        let mut sizes = Vec::new();
+        for &(key, units) in want {
+            let chunk = ((64usize << 20) / key.unit_bytes(self.ring)).max(1);
+            let mut left = units;
+            while left > 0 {
+                let c = left.min(chunk);
+                reqs.push(vec![kind::FILL, key.kind, key.p[0], key.p[1], key.p[2], c as u64]);
+                sizes.push((key, c));
+                left -= c;
+            }
+        }
+        if !self.online {
+            self.planned.extend(want.iter().map(|&(k, _)| k));
+        }
+        let replies = self.ask_many(&reqs)?;
+        for ((key, c), reply) in sizes.into_iter().zip(replies) {
+            self.store(key, c, &reply)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, key: PoolKey, units: usize, reply: &[u8]) -> Result<(), ChannelError> {
+        let (layout, unit) = key.layout(self.ring).expect("known pool");
+        let mut rd = MsgReader::new(self.ring, reply);
+        let mut comps = Vec::with_capacity(layout.len());
+        for c in layout {
+            comps.push(match c {
+                CompKind::Ring => Comp::Ring(rd.ring(units * unit)?),
+                CompKind::Bits => Comp::Bits(rd.bits(units)?),
+            });
+        }
+        rd.done().map_err(|e| e.at("a reply from the dealer"))?;
+        self.pools.entry(key).or_insert(Pool { comps: Vec::new(), unit, pos: 0, units: 0 }).append(comps, units);
+        Ok(())
+    }
+
+    /// `n` units of the client's corrections, refilling from the dealer
+    /// (online, counted) when the pool runs dry.
+    fn take(&mut self, key: PoolKey, n: usize) -> Result<Vec<Comp>, ChannelError> {
+        if n == 0 {
+            let (layout, _) = key.layout(self.ring).expect("known pool");
+            return Ok(layout.iter().map(|c| if *c == CompKind::Ring { Comp::Ring(Vec::new()) } else { Comp::Bits(BitVec::zeros(0)) }).collect());
+        }
+        let have = self.pools.get(&key).map_or(0, |p| p.have());
+        if have < n {
+            // Shapes that exist only after pruning (attention triples) and
+            // compaction correlations were never planned: dealt online by
+            // design, not a refill.
+            if self.online && self.planned.contains(&key) {
+                self.refills += 1;
+            }
+            self.prefill(&[(key, n - have)])?;
+        }
+        Ok(self.pools.get_mut(&key).expect("filled").take(n))
+    }
+
     pub fn triple(&mut self, n: usize) -> Result<Triple, ChannelError> {
-        let a = self.draw.ring(n);
-        let b = self.draw.ring(n);
+        let k = self.key(PoolKey::of(pool::TRIPLE));
+        let a = self.streams.ring(k, 0, n);
+        let b = self.streams.ring(k, 1, n);
         let c = match self.party {
-            Party::Server => self.draw.ring(n),
-            Party::Client => self.ask(&[kind::TRIPLE, n as u64], false, |rd| rd.ring(n))?,
+            Party::Server => self.streams.ring(k, 2, n),
+            Party::Client => self.take(k, n)?.remove(0).ring(),
         };
         Ok(Triple { a, b, c })
     }
 
+    /// Make sure `count` matrix triples of this shape are at hand (client;
+    /// one round trip for all heads of a layer when the shape was not
+    /// planned).
+    ///
+    /// # Errors
+    /// When the dealer hangs up, stalls or replies garbage.
+    pub fn reserve_mat(&mut self, m: usize, k: usize, n: usize, count: usize) -> Result<(), ChannelError> {
+        let key = self.key(PoolKey::mat(m, k, n));
+        if self.party == Party::Server || count == 0 {
+            return Ok(());
+        }
+        let have = self.pools.get(&key).map_or(0, |p| p.have());
+        if have < count {
+            if self.online && self.planned.contains(&key) {
+                self.refills += 1;
+            }
+            self.prefill(&[(key, count - have)])?;
+        }
+        Ok(())
+    }
+
     /// A (m × k), B (k × n), C = A·B.
     pub fn mat_triple(&mut self, m: usize, k: usize, n: usize) -> Result<Triple, ChannelError> {
-        let a = self.draw.ring(m * k);
-        let b = self.draw.ring(k * n);
+        let key = self.key(PoolKey::mat(m, k, n));
+        let a = self.streams.ring(key, 0, m * k);
+        let b = self.streams.ring(key, 1, k * n);
         let c = match self.party {
-            Party::Server => self.draw.ring(m * n),
-            Party::Client => {
-                self.ask(&[kind::MAT_TRIPLE, m as u64, k as u64, n as u64], false, |rd| rd.ring(m * n))?
-            }
+            Party::Server => self.streams.ring(key, 2, m * n),
+            Party::Client => self.take(key, 1)?.remove(0).ring(),
         };
         Ok(Triple { a, b, c })
     }
 
     pub fn bit_triple(&mut self, n: usize) -> Result<BitTriple, ChannelError> {
-        let a = self.draw.bits(n);
-        let b = self.draw.bits(n);
+        let k = self.key(PoolKey::of(pool::BIT_TRIPLE));
+        let a = self.streams.bits(k, 0, n);
+        let b = self.streams.bits(k, 1, n);
         let c = match self.party {
-            Party::Server => self.draw.bits(n),
-            Party::Client => self.ask(&[kind::BIT_TRIPLE, n as u64], false, |rd| rd.bits(n))?,
+            Party::Server => self.streams.bits(k, 2, n),
+            Party::Client => self.take(k, n)?.remove(0).bits(),
         };
         Ok(BitTriple { a, b, c })
     }
 
     /// `high_shift`: also share ⌊r / 2^k⌋ (for truncation by k).
     pub fn masked_bits(&mut self, n: usize, high_shift: Option<u32>) -> Result<MaskedBits, ChannelError> {
-        let r = self.draw.ring(n);
-        let bits = self.ring().bits() as usize;
-        let k = high_shift.map_or(u64::MAX, |k| k as u64);
+        let key = self.key(PoolKey::masked_bits(high_shift));
+        let r = self.streams.ring(key, 0, n);
         match self.party {
             Party::Server => {
-                let planes = self.draw.planes(n);
-                let high = if high_shift.is_some() { self.draw.ring(n) } else { Vec::new() };
+                let planes = self.streams.planes(key, n);
+                let high = if high_shift.is_some() { self.streams.ring(key, 3, n) } else { Vec::new() };
                 Ok(MaskedBits { r, planes, high })
             }
             Party::Client => {
-                let (planes, high) = self.ask(&[kind::MASKED_BITS, n as u64, k], false, |rd| {
-                    let planes = (0..bits).map(|_| rd.bits(n)).collect::<Result<Vec<_>, _>>()?;
-                    let high = if high_shift.is_some() { rd.ring(n)? } else { Vec::new() };
-                    Ok((planes, high))
-                })?;
+                let mut comps = self.take(key, n)?;
+                let high = if high_shift.is_some() { comps.pop().expect("high").ring() } else { Vec::new() };
+                let planes = comps.into_iter().map(Comp::bits).collect();
                 Ok(MaskedBits { r, planes, high })
             }
         }
     }
 
     pub fn b2a(&mut self, n: usize) -> Result<B2aPair, ChannelError> {
-        let t = self.draw.bits(n);
+        let k = self.key(PoolKey::of(pool::B2A));
+        let t = self.streams.bits(k, 0, n);
         let t_arith = match self.party {
-            Party::Server => self.draw.ring(n),
-            Party::Client => self.ask(&[kind::B2A, n as u64], false, |rd| rd.ring(n))?,
+            Party::Server => self.streams.ring(k, 1, n),
+            Party::Client => self.take(k, n)?.remove(0).ring(),
         };
         Ok(B2aPair { t, t_arith })
     }
 
     pub fn and_arith(&mut self, n: usize) -> Result<AndArith, ChannelError> {
-        let u = self.draw.bits(n);
-        let v = self.draw.bits(n);
+        let k = self.key(PoolKey::of(pool::AND_ARITH));
+        let u = self.streams.bits(k, 0, n);
+        let v = self.streams.bits(k, 1, n);
         let (ua, va, uva) = match self.party {
-            Party::Server => (self.draw.ring(n), self.draw.ring(n), self.draw.ring(n)),
-            Party::Client => self.ask(&[kind::AND_ARITH, n as u64], false, |rd| Ok((rd.ring(n)?, rd.ring(n)?, rd.ring(n)?)))?,
+            Party::Server => (self.streams.ring(k, 2, n), self.streams.ring(k, 3, n), self.streams.ring(k, 4, n)),
+            Party::Client => {
+                let mut c = self.take(k, n)?.into_iter().map(Comp::ring);
+                (c.next().expect("ua"), c.next().expect("va"), c.next().expect("uva"))
+            }
         };
         Ok(AndArith { u, v, ua, va, uva })
     }
 
     pub fn mux(&mut self, n: usize) -> Result<MuxCorr, ChannelError> {
-        let t = self.draw.bits(n);
-        let v = self.draw.ring(n);
+        let k = self.key(PoolKey::of(pool::MUX));
+        let t = self.streams.bits(k, 0, n);
+        let v = self.streams.ring(k, 1, n);
         let (t_arith, w) = match self.party {
-            Party::Server => (self.draw.ring(n), self.draw.ring(n)),
-            Party::Client => self.ask(&[kind::MUX, n as u64], false, |rd| Ok((rd.ring(n)?, rd.ring(n)?)))?,
+            Party::Server => (self.streams.ring(k, 2, n), self.streams.ring(k, 3, n)),
+            Party::Client => {
+                let mut c = self.take(k, n)?.into_iter().map(Comp::ring);
+                (c.next().expect("t"), c.next().expect("w"))
+            }
         };
         Ok(MuxCorr { t, t_arith, v, w })
     }
 
-    /// The mask of `x·W` for the weight matrix `id` (rows × in → rows × out):
-    /// the client gets (R, U), the server V, with U + V = R·W. Returns
-    /// (R or empty, U or V).
-    pub fn weight(&mut self, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
-        match self.party {
-            Party::Server => Ok((Vec::new(), self.draw.ring(rows * out_dim))),
-            Party::Client => {
-                let r = self.draw.ring(rows * in_dim);
-                let req = [kind::WEIGHT, id as u64, rows as u64, in_dim as u64, out_dim as u64];
-                let u = self.ask(&req, true, |rd| rd.ring(rows * out_dim))?;
-                Ok((r, u))
-            }
+    // ---- linear layers: matrix Beaver triples with the server's W − B ----
+
+    fn tag(vector: bool) -> u64 {
+        if vector {
+            TAG_LINEAR_VEC
+        } else {
+            TAG_LINEAR
         }
     }
 
-    /// As [`Correlations::weight`] for an element-wise product with the
-    /// server's vector `id` (repeating cyclically over n elements).
-    pub fn weight_vec(&mut self, id: u32, n: usize) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
-        match self.party {
-            Party::Server => Ok((Vec::new(), self.draw.ring(n))),
-            Party::Client => {
-                let r = self.draw.ring(n);
-                let u = self.ask(&[kind::WEIGHT_VEC, id as u64, n as u64], true, |rd| rd.ring(n))?;
-                Ok((r, u))
-            }
+    /// Mark the triple of (vector?, id) used; each serves one product.
+    ///
+    /// # Panics
+    /// When it was used before in this session (a mask used twice would
+    /// show the server the difference of two inputs).
+    pub fn use_linear(&mut self, vector: bool, id: u32) {
+        assert!(self.used.insert((vector, id)), "the triple of weight {id} used twice in one session");
+    }
+
+    /// Client: the first `len` elements of A (row-major, so a row prefix).
+    pub fn linear_a(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(Self::tag(vector), id, 0, len)
+    }
+
+    /// Server: B (laid out as W is: `out × in` for a matrix, `len` for a vector).
+    pub fn linear_b(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(Self::tag(vector), id, 1, len)
+    }
+
+    /// Server: the first `len` elements of C₀.
+    pub fn linear_c0(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(Self::tag(vector), id, 2, len)
+    }
+
+    /// Client: C₁ = A·B − C₀ for `rows` rows of matrix `id` (or `rows`
+    /// elements of vector `id` of length `in_dim`, `out_dim` unused).
+    ///
+    /// # Errors
+    /// When the dealer hangs up, stalls or replies garbage.
+    pub fn linear_c1(&mut self, vector: bool, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> Result<Vec<u64>, ChannelError> {
+        let (req, len) = Self::linear_request(vector, id, rows, in_dim, out_dim);
+        self.ask(&req, |rd| rd.ring(len))
+    }
+
+    fn linear_request(vector: bool, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> (Vec<u64>, usize) {
+        if vector {
+            (vec![kind::LINEAR_VEC, id as u64, rows as u64, in_dim as u64], rows)
+        } else {
+            (vec![kind::LINEAR, id as u64, rows as u64, in_dim as u64, out_dim as u64], rows * out_dim)
         }
     }
+
+    /// Client, offline: C₁ of many triples in one round trip.
+    ///
+    /// # Errors
+    /// As [`Correlations::linear_c1`].
+    pub fn linear_c1_many(&mut self, want: &[(bool, u32, usize, usize, usize)]) -> Result<Vec<Vec<u64>>, ChannelError> {
+        let (reqs, lens): (Vec<_>, Vec<_>) = want.iter().map(|&(v, id, r, i, o)| Self::linear_request(v, id, r, i, o)).unzip();
+        let replies = self.ask_many(&reqs)?;
+        let ring = self.ring;
+        replies
+            .iter()
+            .zip(lens)
+            .map(|(reply, len)| {
+                let mut rd = MsgReader::new(ring, reply);
+                let v = rd.ring(len)?;
+                rd.done()?;
+                Ok(v)
+            })
+            .collect::<Result<_, ChannelError>>()
+            .map_err(|e| e.at("a reply from the dealer"))
+    }
+
+    /// Client: keep A·(W − B) + C₁ (rows_max rows) for the online phase.
+    pub fn set_prepared(&mut self, vector: bool, id: u32, share: Vec<u64>) {
+        self.prepared.insert((vector, id), share);
+    }
+
+    pub fn prepared(&mut self, vector: bool, id: u32) -> Option<Vec<u64>> {
+        self.prepared.remove(&(vector, id))
+    }
+
+    /// Server: W − B of this weight went out offline.
+    pub fn set_sent(&mut self, vector: bool, id: u32) {
+        self.sent.insert((vector, id));
+    }
+
+    pub fn was_sent(&self, vector: bool, id: u32) -> bool {
+        self.sent.contains(&(vector, id))
+    }
+
+    // ---- permutations (dealt online: their sizes are revealed counts) ----
 
     /// A fresh random permutation of `n` rows known to `knower` only;
     /// returns its handle.
     pub fn perm_new(&mut self, n: usize, knower: Party) -> Result<usize, ChannelError> {
-        let perm = (knower == self.party).then(|| self.draw.perm(n));
+        let perm = (knower == self.party).then(|| self.streams.perm_stream().perm(n));
         if self.party == Party::Client {
-            self.ask(&[kind::PERM_NEW, n as u64, knower.index() as u64], false, |_| Ok(()))?;
+            self.ask(&[kind::PERM_NEW, n as u64, knower.index() as u64], |_| Ok(()))?;
         }
         self.perms.push((n, knower, perm));
         Ok(self.perms.len() - 1)
@@ -333,22 +792,25 @@ impl Correlations {
     pub fn perm_apply(&mut self, handle: usize, inverse: bool, width: usize) -> Result<PermShare, ChannelError> {
         let (n, knower, perm) = self.perms[handle].clone();
         let len = n * width;
+        let ring = self.ring;
         let req = [kind::PERM_APPLY, handle as u64, inverse as u64, width as u64];
         let perm = perm.map(|p| if inverse { arith::invert_perm(&p) } else { p });
         Ok(match (self.party, knower) {
-            (Party::Server, Party::Server) => PermShare::Knower { perm: perm.expect("knower"), delta: self.draw.ring(len) },
+            (Party::Server, Party::Server) => {
+                PermShare::Knower { perm: perm.expect("knower"), delta: self.streams.perm_stream().ring(ring, len) }
+            }
             (Party::Client, Party::Server) => {
-                let a = self.draw.ring(len);
-                let b = self.ask(&req, false, |rd| rd.ring(len))?;
+                let a = self.streams.perm_stream().ring(ring, len);
+                let b = self.ask(&req, |rd| rd.ring(len))?;
                 PermShare::Other { a, b }
             }
             (Party::Server, Party::Client) => {
-                let a = self.draw.ring(len);
-                let b = self.draw.ring(len);
+                let a = self.streams.perm_stream().ring(ring, len);
+                let b = self.streams.perm_stream().ring(ring, len);
                 PermShare::Other { a, b }
             }
             (Party::Client, Party::Client) => {
-                let delta = self.ask(&req, false, |rd| rd.ring(len))?;
+                let delta = self.ask(&req, |rd| rd.ring(len))?;
                 PermShare::Knower { perm: perm.expect("knower"), delta }
             }
         })
@@ -364,29 +826,95 @@ pub fn session_seeds(rng: &mut impl rand::RngCore) -> ([u8; 32], [u8; 32]) {
     (s0, s1)
 }
 
+/// The dealer's answer to one FILL: corrections for `count` units of `key`,
+/// replaying both seeds' streams.
+fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Streams, out: MsgWriter) -> Result<MsgWriter, String> {
+    let n = count;
+    if key.kind & !(pool::ONLINE | 0xff) != 0 {
+        return Err(format!("unknown pool kind {}", key.kind));
+    }
+    Ok(match key.kind & !pool::ONLINE {
+        pool::TRIPLE => {
+            let (a0, b0, c0) = (p0.ring(key, 0, n), p0.ring(key, 1, n), p0.ring(key, 2, n));
+            let (a1, b1) = (p1.ring(key, 0, n), p1.ring(key, 1, n));
+            let c = arith::mul_cyclic(ring, &arith::add(ring, &a0, &a1), &arith::add(ring, &b0, &b1));
+            out.ring(&arith::sub(ring, &c, &c0))
+        }
+        pool::MAT_TRIPLE => {
+            let [m, k, nn] = key.p.map(|v| v as usize);
+            if m.checked_mul(k).and_then(|v| v.checked_mul(nn)).is_none_or(|v| v > 1 << 34) {
+                return Err(format!("a {m} × {k} × {nn} matrix triple"));
+            }
+            let mut out = out;
+            for _ in 0..n {
+                let (a0, b0, c0) = (p0.ring(key, 0, m * k), p0.ring(key, 1, k * nn), p0.ring(key, 2, m * nn));
+                let (a1, b1) = (p1.ring(key, 0, m * k), p1.ring(key, 1, k * nn));
+                let c = arith::matmul(ring, &arith::add(ring, &a0, &a1), &arith::add(ring, &b0, &b1), m, k, nn);
+                out = out.ring(&arith::sub(ring, &c, &c0));
+            }
+            out
+        }
+        pool::BIT_TRIPLE => {
+            let (a0, b0, c0) = (p0.bits(key, 0, n), p0.bits(key, 1, n), p0.bits(key, 2, n));
+            let (a1, b1) = (p1.bits(key, 0, n), p1.bits(key, 1, n));
+            out.bits(&a0.xor(&a1).and(&b0.xor(&b1)).xor(&c0))
+        }
+        pool::MASKED_BITS => {
+            let shift = key.p[0];
+            if shift > ring.bits() as u64 {
+                return Err(format!("a shift of {} bits", shift - 1));
+            }
+            let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
+            let mut out = out;
+            for (b, p0b) in p0.planes(key, n).iter().enumerate() {
+                out = out.bits(&BitVec::plane(&r, b as u32).xor(p0b));
+            }
+            if shift != 0 {
+                let h0 = p0.ring(key, 3, n);
+                let high: Vec<u64> = r.iter().map(|&v| v >> (shift - 1)).collect();
+                out = out.ring(&arith::sub(ring, &high, &h0));
+            }
+            out
+        }
+        pool::B2A => {
+            let (t0, ta0) = (p0.bits(key, 0, n), p0.ring(key, 1, n));
+            let t1 = p1.bits(key, 0, n);
+            out.ring(&arith::sub(ring, &t0.xor(&t1).to_u64s(), &ta0))
+        }
+        pool::MUX => {
+            let (t0, v0, ta0, w0) = (p0.bits(key, 0, n), p0.ring(key, 1, n), p0.ring(key, 2, n), p0.ring(key, 3, n));
+            let (t1, v1) = (p1.bits(key, 0, n), p1.ring(key, 1, n));
+            let t = t0.xor(&t1).to_u64s();
+            let tv = arith::mul_cyclic(ring, &t, &arith::add(ring, &v0, &v1));
+            out.ring(&arith::sub(ring, &t, &ta0)).ring(&arith::sub(ring, &tv, &w0))
+        }
+        pool::AND_ARITH => {
+            let (u0, v0) = (p0.bits(key, 0, n), p0.bits(key, 1, n));
+            let (ua0, va0, uva0) = (p0.ring(key, 2, n), p0.ring(key, 3, n), p0.ring(key, 4, n));
+            let (u1, v1) = (p1.bits(key, 0, n), p1.bits(key, 1, n));
+            let u = u0.xor(&u1).to_u64s();
+            let v = v0.xor(&v1).to_u64s();
+            let uv = arith::mul_cyclic(ring, &u, &v);
+            out.ring(&arith::sub(ring, &u, &ua0)).ring(&arith::sub(ring, &v, &va0)).ring(&arith::sub(ring, &uv, &uva0))
+        }
+        k => return Err(format!("unknown pool kind {k}")),
+    })
+}
+
 /// The dealer's side of one session: answers the client's requests until it
-/// says it is done, replaying both parties' seeds. `model` supplies the
-/// weights for the weight-dependent masks.
+/// says it is done, replaying both parties' seeds. It holds no model: every
+/// request is a kind and a few size words.
 ///
 /// # Errors
 /// When the client hangs up, stalls or sends a request that does not parse.
-pub fn serve_dealer(
-    ring: Ring,
-    model: &EngineModel,
-    seeds: ([u8; 32], [u8; 32]),
-    client: &mut dyn Transport,
-) -> Result<(), ChannelError> {
-    let mut p0 = Draw::new(ring, seeds.0);
-    let mut p1 = Draw::new(ring, seeds.1);
+pub fn serve_dealer(ring: Ring, seeds: ([u8; 32], [u8; 32]), client: &mut dyn Transport) -> Result<(), ChannelError> {
+    let mut p0 = Streams::new(ring, seeds.0);
+    let mut p1 = Streams::new(ring, seeds.1);
     let mut perms: Vec<(usize, Vec<usize>)> = Vec::new();
-    let bits = ring.bits();
     let garbage = |msg: String| ChannelError::Garbage { at: " (request to the dealer)".into(), msg };
     loop {
-        let req = client.recv().map_err(|e| e.at("waiting for a dealer request"))?;
-        if req.len() < 8 || req.len() % 8 != 0 || req.len() > 8 * 8 {
-            return Err(garbage(format!("a request of {} bytes", req.len())));
-        }
-        let w: Vec<u64> = req.chunks(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let req = client.recv().map_err(|e| e.at("waiting for a request from the client"))?;
+        let w = parse_request(&req).map_err(garbage)?;
         let arg = |i: usize| -> Result<usize, ChannelError> {
             let v = *w.get(i).ok_or_else(|| garbage(format!("request {} lacks argument {i}", w[0])))?;
             // No correlation is this large; refuse rather than allocate.
@@ -398,104 +926,37 @@ pub fn serve_dealer(
         let out = MsgWriter::new(ring);
         let reply = match w[0] {
             kind::DONE => return Ok(()),
-            kind::TRIPLE => {
-                let n = arg(1)?;
-                let (a0, b0, c0) = (p0.ring(n), p0.ring(n), p0.ring(n));
-                let (a1, b1) = (p1.ring(n), p1.ring(n));
-                let a = arith::add(ring, &a0, &a1);
-                let b = arith::add(ring, &b0, &b1);
-                let c = arith::mul_cyclic(ring, &a, &b);
-                out.ring(&arith::sub(ring, &c, &c0))
+            kind::FILL => {
+                let key = PoolKey { kind: w.get(1).copied().unwrap_or(0), p: [arg(2)? as u64, arg(3)? as u64, arg(4)? as u64] };
+                let count = arg(5)?;
+                fill(ring, key, count, &mut p0, &mut p1, out).map_err(garbage)?
             }
-            kind::MAT_TRIPLE => {
-                let (m, k, n) = (arg(1)?, arg(2)?, arg(3)?);
-                let (a0, b0, c0) = (p0.ring(m * k), p0.ring(k * n), p0.ring(m * n));
-                let (a1, b1) = (p1.ring(m * k), p1.ring(k * n));
-                let c = arith::matmul(ring, &arith::add(ring, &a0, &a1), &arith::add(ring, &b0, &b1), m, k, n);
-                out.ring(&arith::sub(ring, &c, &c0))
-            }
-            kind::BIT_TRIPLE => {
-                let n = arg(1)?;
-                let (a0, b0, c0) = (p0.bits(n), p0.bits(n), p0.bits(n));
-                let (a1, b1) = (p1.bits(n), p1.bits(n));
-                out.bits(&a0.xor(&a1).and(&b0.xor(&b1)).xor(&c0))
-            }
-            kind::MASKED_BITS => {
-                let n = arg(1)?;
-                let k = w.get(2).copied().ok_or_else(|| garbage("masked bits without a shift".into()))?;
-                let r0 = p0.ring(n);
-                let r1 = p1.ring(n);
-                let r = arith::add(ring, &r0, &r1);
-                let planes0 = p0.planes(n);
-                let mut out = out;
-                for (b, p0b) in planes0.iter().enumerate() {
-                    out = out.bits(&BitVec::plane(&r, b as u32).xor(p0b));
+            kind::LINEAR => {
+                let (id, rows, in_dim, out_dim) = (arg(1)? as u32, arg(2)?, arg(3)?, arg(4)?);
+                if rows.checked_mul(in_dim.max(out_dim)).is_none_or(|v| v > 1 << 31) || in_dim.checked_mul(out_dim).is_none_or(|v| v > 1 << 31) {
+                    return Err(garbage(format!("a {rows} × {in_dim} × {out_dim} product")));
                 }
-                if k != u64::MAX {
-                    if k >= bits as u64 {
-                        return Err(garbage(format!("a shift of {k} bits")));
-                    }
-                    let h0 = p0.ring(n);
-                    let high: Vec<u64> = r.iter().map(|&v| v >> k).collect();
-                    out = out.ring(&arith::sub(ring, &high, &h0));
+                let a = p1.prefix(TAG_LINEAR, id, 0, rows * in_dim);
+                let bt = p0.prefix(TAG_LINEAR, id, 1, in_dim * out_dim);
+                let c0 = p0.prefix(TAG_LINEAR, id, 2, rows * out_dim);
+                let ab = if rows == 0 { Vec::new() } else { arith::rows_dot(ring, &a, &bt, in_dim, out_dim) };
+                out.ring(&arith::sub(ring, &ab, &c0))
+            }
+            kind::LINEAR_VEC => {
+                let (id, n, len) = (arg(1)? as u32, arg(2)?, arg(3)?);
+                if len == 0 || n % len != 0 {
+                    return Err(garbage(format!("a vector of {len} applied to {n} values")));
                 }
-                out
-            }
-            kind::B2A => {
-                let n = arg(1)?;
-                let t0 = p0.bits(n);
-                let ta0 = p0.ring(n);
-                let t1 = p1.bits(n);
-                out.ring(&arith::sub(ring, &t0.xor(&t1).to_u64s(), &ta0))
-            }
-            kind::MUX => {
-                let n = arg(1)?;
-                let (t0, v0) = (p0.bits(n), p0.ring(n));
-                let (ta0, w0) = (p0.ring(n), p0.ring(n));
-                let (t1, v1) = (p1.bits(n), p1.ring(n));
-                let t = t0.xor(&t1).to_u64s();
-                let v = arith::add(ring, &v0, &v1);
-                let tv = arith::mul_cyclic(ring, &t, &v);
-                out.ring(&arith::sub(ring, &t, &ta0)).ring(&arith::sub(ring, &tv, &w0))
-            }
-            kind::AND_ARITH => {
-                let n = arg(1)?;
-                let (u0, v0) = (p0.bits(n), p0.bits(n));
-                let (ua0, va0, uva0) = (p0.ring(n), p0.ring(n), p0.ring(n));
-                let (u1, v1) = (p1.bits(n), p1.bits(n));
-                let u = u0.xor(&u1).to_u64s();
-                let v = v0.xor(&v1).to_u64s();
-                let uv = arith::mul_cyclic(ring, &u, &v);
-                out.ring(&arith::sub(ring, &u, &ua0)).ring(&arith::sub(ring, &v, &va0)).ring(&arith::sub(ring, &uv, &uva0))
-            }
-            kind::WEIGHT => {
-                let (id, rows, in_dim, out_dim) = (arg(1)?, arg(2)?, arg(3)?, arg(4)?);
-                let m = model
-                    .matrix_by_id(id as u32)
-                    .ok_or_else(|| garbage(format!("no weight matrix {id}")))?;
-                if (m.in_dim, m.out_dim) != (in_dim, out_dim) {
-                    return Err(garbage(format!("matrix {id} is {} × {}, not {in_dim} × {out_dim}", m.in_dim, m.out_dim)));
-                }
-                let v0 = p0.ring(rows * out_dim);
-                let r1 = p1.ring(rows * in_dim);
-                let rw = arith::matmul_weights(ring, &r1, rows, m);
-                out.ring(&arith::sub(ring, &rw, &v0))
-            }
-            kind::WEIGHT_VEC => {
-                let (id, n) = (arg(1)?, arg(2)?);
-                let g = model.vector_by_id(id as u32).ok_or_else(|| garbage(format!("no weight vector {id}")))?;
-                if g.is_empty() || n % g.len() != 0 {
-                    return Err(garbage(format!("vector {id} has {} values, not a divisor of {n}", g.len())));
-                }
-                let v0 = p0.ring(n);
-                let r1 = p1.ring(n);
-                out.ring(&arith::sub(ring, &arith::mul_cyclic(ring, &r1, g), &v0))
+                let a = p1.prefix(TAG_LINEAR_VEC, id, 0, n);
+                let b = p0.prefix(TAG_LINEAR_VEC, id, 1, len);
+                let c0 = p0.prefix(TAG_LINEAR_VEC, id, 2, n);
+                out.ring(&arith::sub(ring, &arith::mul_cyclic(ring, &a, &b), &c0))
             }
             kind::PERM_NEW => {
                 let (n, knower) = (arg(1)?, arg(2)?);
                 let perm = match knower {
-                    0 => p0.perm(n),
-                    1 => p1.perm(n),
+                    0 => p0.perm_stream().perm(n),
+                    1 => p1.perm_stream().perm(n),
                     _ => return Err(garbage(format!("party {knower}"))),
                 };
                 perms.push((knower, perm));
@@ -508,13 +969,13 @@ pub fn serve_dealer(
                 let len = perm.len() * width;
                 if *knower == 0 {
                     // Server knows σ: it drew Δ; the client drew a, gets b = σ(a) − Δ.
-                    let delta = p0.ring(len);
-                    let a = p1.ring(len);
+                    let delta = p0.perm_stream().ring(ring, len);
+                    let a = p1.perm_stream().ring(ring, len);
                     out.ring(&arith::sub(ring, &arith::permute_rows(&a, width, &perm), &delta))
                 } else {
                     // Client knows σ: the server drew a, b; the client gets Δ = σ(a) − b.
-                    let a = p0.ring(len);
-                    let b = p0.ring(len);
+                    let a = p0.perm_stream().ring(ring, len);
+                    let b = p0.perm_stream().ring(ring, len);
                     out.ring(&arith::sub(ring, &arith::permute_rows(&a, width, &perm), &b))
                 }
             }
@@ -522,4 +983,15 @@ pub fn serve_dealer(
         };
         client.send(reply.finish()).map_err(|e| e.at("replying to the client"))?;
     }
+}
+
+/// A request's words: 1 to [`kind::MAX_WORDS`] little-endian u64s.
+///
+/// # Errors
+/// Any other length.
+pub fn parse_request(req: &[u8]) -> Result<Vec<u64>, String> {
+    if req.len() < 8 || !req.len().is_multiple_of(8) || req.len() > 8 * kind::MAX_WORDS {
+        return Err(format!("a request of {} bytes", req.len()));
+    }
+    Ok(req.chunks(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
 }

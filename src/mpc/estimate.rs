@@ -234,6 +234,12 @@ impl Backend for ShapeBackend<'_> {
         self.open(*x);
         vec![0; *x]
     }
+    /// The logits go to the client alone: the server's shares, one way.
+    fn reveal_output(&mut self, x: &usize) -> Vec<u64> {
+        let w = self.w();
+        self.server_sends(*x as u64 * w);
+        vec![0; *x]
+    }
     fn peek(&mut self, _: &usize) -> Option<Vec<u64>> {
         None
     }

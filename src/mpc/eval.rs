@@ -28,6 +28,10 @@ pub struct SharesSummary {
     pub seconds: f64,
     /// Tokens the client saw kept after each layer, summed over examples.
     pub kept_per_layer: Vec<usize>,
+    /// The offline phases, summed over examples (server's, client's).
+    pub offline: (CommCounts, CommCounts),
+    /// Pools that ran dry online and were refilled from the dealer.
+    pub refills: u64,
 }
 
 /// Run every input through the protocol (one at a time; each run uses three
@@ -52,8 +56,7 @@ pub fn run_examples(
         if run.logits_ring != engine_logits[i] {
             s.mismatched.push(i);
         }
-        s.server.merge(&run.server.comm);
-        s.client.merge(&run.client.comm);
+        s.add_run(&run);
         s.seconds += run.wall.as_secs_f64();
         let kept = &run.client.trace.kept_per_layer;
         s.kept_per_layer.resize(kept.len().max(s.kept_per_layer.len()), 0);
@@ -65,6 +68,22 @@ pub fn run_examples(
     Ok(s)
 }
 
+impl SharesSummary {
+    /// Add one in-process run's communication (online and offline).
+    pub fn add_run(&mut self, run: &super::session::InProcessRun) {
+        self.server.merge(&run.server.comm);
+        self.client.merge(&run.client.comm);
+        self.offline.0 += run.server.offline;
+        self.offline.1 += run.client.offline;
+        self.refills += run.client.refills;
+    }
+
+    /// The offline phase, summed over examples.
+    pub fn offline_total(&self) -> CostLine {
+        CostLine::of(self.offline.0, self.offline.1)
+    }
+}
+
 /// Costs of one scope (or the total) of a run, both parties together.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct CostLine {
@@ -72,9 +91,11 @@ pub struct CostLine {
     pub client_to_server_bytes: u64,
     pub bytes: u64,
     pub rounds: u64,
-    /// Dealer ↔ client preprocessing bytes (weight-dependent ones included).
+    /// Dealer ↔ client bytes (online: pool refills and permutation
+    /// correlations; offline: all the prepared material).
     pub dealer_bytes: u64,
-    pub weight_preprocessing_bytes: u64,
+    /// Waits for the dealer (requests sent together wait once).
+    pub dealer_round_trips: u64,
     /// In-process wall time, seconds (the client's clock).
     pub seconds: f64,
 }
@@ -87,7 +108,7 @@ impl CostLine {
             bytes: server.bytes_sent + client.bytes_sent,
             rounds: client.rounds,
             dealer_bytes: client.dealer_bytes,
-            weight_preprocessing_bytes: client.weight_preprocessing_bytes,
+            dealer_round_trips: client.dealer_round_trips,
             seconds: client.time_ns as f64 * 1e-9,
         }
     }
@@ -97,7 +118,7 @@ impl CostLine {
         estimate_seconds(net, self.seconds, self.rounds, self.server_to_client_bytes, self.client_to_server_bytes)
     }
 
-    fn per(&self, n: usize) -> CostLine {
+    pub fn per(&self, n: usize) -> CostLine {
         let n = n.max(1) as u64;
         CostLine {
             server_to_client_bytes: self.server_to_client_bytes / n,
@@ -105,7 +126,7 @@ impl CostLine {
             bytes: self.bytes / n,
             rounds: self.rounds / n,
             dealer_bytes: self.dealer_bytes / n,
-            weight_preprocessing_bytes: self.weight_preprocessing_bytes / n,
+            dealer_round_trips: self.dealer_round_trips / n,
             seconds: self.seconds / n as f64,
         }
     }
@@ -179,9 +200,18 @@ pub fn cost_report(pruned: &SharesSummary, unpruned: Option<&SharesSummary>) -> 
             v
         })
         .collect();
+    let offline = |s: &SharesSummary| {
+        let l = s.offline_total();
+        serde_json::json!({ "total": l, "per_example": l.per(s.examples), "online_refills": s.refills })
+    };
+    let mut off = serde_json::json!({ "pruned": offline(pruned) });
+    if let Some(u) = unpruned {
+        off["unpruned"] = offline(u);
+    }
     serde_json::json!({
         "networks": { "lan": LAN, "wan": WAN },
         "total": both(&|s| s.total()),
+        "offline": off,
         "per_operator": per_operator,
         "per_layer": per_layer,
     })

@@ -1,11 +1,17 @@
 //! One two-party run of the forward: the server, the client and the dealer
-//! as three threads joined by in-process channels ([`run_in_process`]), or
-//! one party over a real connection ([`run_party`], used by `serve` and
-//! `client`).
+//! as three threads joined by in-process channels ([`run_in_process`]: one
+//! process holds everything, so it is a test and measurement setting, not a
+//! deployment), or one party over a real connection ([`run_party`], used by
+//! `serve` and `client`, with the dealer its own process).
+//!
+//! Each party runs the offline phase ([`SharesBackend::offline_phase`],
+//! sized by [`super::plan`]) before it touches the input, then the online
+//! forward. The logits are opened to the client alone.
 
 use super::channel::{mem_pair, ChannelError, Transport};
-use super::cost::CommTally;
+use super::cost::{CommCounts, CommTally};
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
+use super::plan::offline_plan;
 use super::shares::{Abort, SharesBackend, SharesOptions};
 use crate::secure::backend::Backend;
 use crate::secure::bert::{forward_on, EngineModel, LayerThresholds, Trace};
@@ -18,11 +24,16 @@ use std::time::{Duration, Instant};
 /// What one party saw and spent.
 #[derive(Clone, Debug)]
 pub struct PartyOutcome {
+    /// The server's trace has no logits (it never learns them).
     pub trace: Trace,
     /// Primitive counts (the same model as the plain engine's).
     pub meter: Meter,
-    /// Bytes, rounds and time per (operator class, layer).
+    /// Online bytes, rounds and time per (operator class, layer).
     pub comm: CommTally,
+    /// The offline phase: bytes, rounds, dealer traffic and time.
+    pub offline: CommCounts,
+    /// Pools that ran dry online and were refilled from the dealer.
+    pub refills: u64,
 }
 
 /// The client's view of the thresholds: whether each layer prunes or
@@ -34,11 +45,13 @@ pub fn client_thresholds(server: &[LayerThresholds]) -> Vec<LayerThresholds> {
         .collect()
 }
 
-/// Run one party's side of the forward over `backend`. `input` is the
-/// client's encoded n × d embeddings; the server passes zeros of that length.
+/// Run one party's side: the offline phase for `n` tokens, then the
+/// forward. `input` is the client's encoded n × d embeddings, read only
+/// after the offline phase; the server passes zeros of that length.
 ///
 /// # Errors
-/// The first protocol error: the peer hung up, stalled or sent garbage.
+/// The first protocol error: the peer or the dealer hung up, stalled or sent
+/// garbage.
 pub fn run_party(
     backend: SharesBackend,
     model: &EngineModel,
@@ -46,12 +59,15 @@ pub fn run_party(
     input: &[u64],
     n: usize,
 ) -> Result<PartyOutcome, ChannelError> {
-    let (trace, meter, comm) = run_protocol(backend, |b| {
+    let plan = offline_plan(model, thresholds, backend.options().truncation, n);
+    let ((trace, offline, refills), meter, comm) = run_protocol(backend, |b| {
         b.set_scope(OpClass::Input, None);
+        b.offline_phase(model, &plan);
         let x = b.input(input);
-        forward_on(b, model, thresholds, x, n)
+        let trace = forward_on(b, model, thresholds, x, n);
+        (trace, b.offline(), b.refills())
     })?;
-    Ok(PartyOutcome { trace, meter, comm })
+    Ok(PartyOutcome { trace, meter, comm, offline, refills })
 }
 
 /// Run `f` as one party, turning a protocol abort back into its error;
@@ -79,16 +95,18 @@ pub fn run_protocol<R>(
 /// Both parties of one in-process run.
 #[derive(Clone, Debug)]
 pub struct InProcessRun {
-    /// The revealed logits (ring elements), as both parties received them.
+    /// The logits (ring elements), as the client reconstructed them.
     pub logits_ring: Vec<u64>,
     pub server: PartyOutcome,
     pub client: PartyOutcome,
     pub wall: Duration,
 }
 
-/// Run one example as a two-party computation in three threads. `model` is
-/// the server's; the client gets only its shape. `seed` fixes the dealer's
-/// seeds and the client's input masks.
+/// Run one example as a two-party computation in three threads of this
+/// process (server, client, dealer): for tests and measurement only — one
+/// process then holds the weights, the input and the dealer's seeds. `model`
+/// is the server's; the client gets only its shape. `seed` fixes the
+/// dealer's seeds and the client's input masks.
 ///
 /// # Errors
 /// A protocol error from any party (the client's first, as it is the one
@@ -115,7 +133,7 @@ pub fn run_in_process(
     let (server, client, dealer) = std::thread::scope(|s| {
         let dealer = s.spawn(move || {
             let mut t = dealer_end;
-            serve_dealer(ring, model, seeds, &mut t)
+            serve_dealer(ring, seeds, &mut t)
         });
         let zeros = &zeros;
         let server = s.spawn(move || {
@@ -133,8 +151,6 @@ pub fn run_in_process(
     let client = client?;
     let server = server?;
     dealer?;
-    if server.trace.logits_ring != client.trace.logits_ring {
-        return Err(ChannelError::Garbage { at: String::new(), msg: "the parties opened different logits".into() });
-    }
+    assert!(server.trace.logits_ring.is_empty(), "the server must not learn the logits");
     Ok(InProcessRun { logits_ring: client.trace.logits_ring.clone(), server, client, wall })
 }

@@ -4,7 +4,8 @@
 //!
 //! | primitive | protocol | rounds |
 //! |---|---|---|
-//! | linear layer `x·W` | client sends x₁ − R; server computes (x₀ + x₁ − R)·W + V; client keeps U (U + V = R·W) | 1 |
+//! | linear layer `x·W` | matrix Beaver triple (A, B, C₀ + C₁ = A·B), W − B sent offline by the server; online the client sends x₁ − A; server: (x₀ + x₁ − A)·W + C₀, client: A·(W − B) + C₁ | 1 |
+//! | output | the server sends its shares; the client alone learns the result | 1 |
 //! | secret × secret | Beaver triple (element-wise or matrix) | 1 |
 //! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, wrap and borrow lifted to the ring together | 2 + circuit depth (7 at 37/12) |
 //! | MSB / comparison | open x + r, ℓ−1-bit comparison circuit on r's bit shares | 1 + ⌈log₂(ℓ−1)⌉ |
@@ -20,7 +21,7 @@ use super::arith;
 use super::bits::BitVec;
 use super::channel::{ChannelError, MsgReader, MsgWriter, Transport};
 use super::cost::{CommCounts, CommTally};
-use super::dealer::{Correlations, Party};
+use super::dealer::{Correlations, Party, PoolKey};
 use super::sort::{Compaction, Schedule};
 use crate::fixed::cost::{swap_compaction, PrimitiveCounts};
 use crate::fixed::{Ring, Truncation};
@@ -56,6 +57,46 @@ pub struct SharesBackend {
     /// The client's own randomness for sharing its input (not the dealer's).
     input_rng: ChaCha20Rng,
     scope_since: Instant,
+    /// In the offline phase: traffic goes to `offline`, not to `comm`.
+    in_offline: bool,
+    /// Server: the online clock starts when the client's input arrives (not
+    /// while the client finishes its offline phase).
+    awaiting_input: bool,
+    pub(super) offline: CommCounts,
+    #[cfg(test)]
+    pub(super) leak: Leak,
+}
+
+/// Deliberately broken variants, for tests that must see a leak.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Leak {
+    #[default]
+    None,
+    /// The client sends its share x₁ of a linear layer's input unmasked.
+    ClientShareUnmasked,
+    /// The server sends W itself instead of W − B.
+    WeightsUnmasked,
+}
+
+/// One weight of the server's: a matrix (`in_dim × out_dim`) or a vector
+/// (`in_dim` values, applied cyclically; `out_dim` unused).
+#[derive(Clone, Copy, Debug)]
+struct WeightRef {
+    vector: bool,
+    id: u32,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+/// What the offline phase prepares: the weights' triples (id, rows_max,
+/// in, out) and vectors' (id, n_max, len), and how many units of each pool
+/// (from [`super::plan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfflinePlan {
+    pub matrices: Vec<(u32, usize, usize, usize)>,
+    pub vectors: Vec<(u32, usize, usize)>,
+    pub pools: Vec<(PoolKey, usize)>,
 }
 
 impl SharesBackend {
@@ -78,8 +119,107 @@ impl SharesBackend {
             comm: CommTally::default(),
             input_rng: ChaCha20Rng::seed_from_u64(input_seed),
             scope_since: Instant::now(),
+            in_offline: false,
+            awaiting_input: false,
+            offline: CommCounts::default(),
+            #[cfg(test)]
+            leak: Leak::None,
         }
     }
+
+    /// The offline phase: everything that does not depend on the input.
+    /// The server sends W − B (and γ − b) of every weight in one message;
+    /// the client receives it, fetches the dealer's C₁ and the pools' corrections
+    /// in one round trip and computes its shares A·(W − B) + C₁ for
+    /// rows_max rows. `model` is the server's (the client's holds only
+    /// shapes and ids). Its traffic and time are counted apart
+    /// ([`SharesBackend::offline`]).
+    ///
+    /// # Panics
+    /// If the plan names a weight the model does not have.
+    pub fn offline_phase(&mut self, model: &crate::secure::bert::EngineModel, plan: &OfflinePlan) {
+        let start = Instant::now();
+        self.in_offline = true;
+        self.corr.set_online(false);
+        let r = self.ring;
+        if self.is_server() {
+            let mut msg = MsgWriter::new(r);
+            for &(id, _, i, o) in &plan.matrices {
+                let w = model.matrix_by_id(id).unwrap_or_else(|| panic!("no weight matrix {id}"));
+                assert_eq!((w.in_dim, w.out_dim), (i, o), "matrix {id}");
+                msg = msg.ring(&self.weight_minus_b(false, id, &w.w_t.iter().map(|&v| r.reduce(v as u64)).collect::<Vec<_>>()));
+                self.corr.set_sent(false, id);
+            }
+            for &(id, _, len) in &plan.vectors {
+                let g = model.vector_by_id(id).unwrap_or_else(|| panic!("no weight vector {id}"));
+                assert_eq!(g.len(), len, "vector {id}");
+                msg = msg.ring(&self.weight_minus_b(true, id, g));
+                self.corr.set_sent(true, id);
+            }
+            self.send_only(msg.finish());
+        } else {
+            let got = self.recv_only();
+            let wmb = self.parse(&got, |rd| {
+                let m = plan.matrices.iter().map(|&(_, _, i, o)| rd.ring(i * o)).collect::<Result<Vec<_>, _>>()?;
+                let v = plan.vectors.iter().map(|&(_, _, len)| rd.ring(len)).collect::<Result<Vec<_>, _>>()?;
+                Ok((m, v))
+            });
+            let mut want: Vec<(bool, u32, usize, usize, usize)> = plan.matrices.iter().map(|&(id, rows, i, o)| (false, id, rows, i, o)).collect();
+            want.extend(plan.vectors.iter().map(|&(id, n, len)| (true, id, n, len, 0)));
+            let c1 = self.corr.linear_c1_many(&want);
+            let c1 = self.ok(c1);
+            let f = self.corr.prefill(&plan.pools);
+            self.ok(f);
+            let wmbs = wmb.0.into_iter().chain(wmb.1);
+            for ((&(vector, id, rows, i, o), c1), wmb) in want.iter().zip(c1).zip(wmbs) {
+                let share = self.client_linear_share(WeightRef { vector, id, in_dim: i, out_dim: o }, rows, &wmb, &c1);
+                self.corr.set_prepared(vector, id, share);
+            }
+        }
+        let off = self.corr.offline_traffic();
+        self.offline.dealer_bytes = off.bytes;
+        self.offline.dealer_round_trips = off.round_trips;
+        self.offline.time_ns += start.elapsed().as_nanos() as u64;
+        self.in_offline = false;
+        self.corr.set_online(true);
+        self.scope_since = Instant::now();
+        self.awaiting_input = true;
+    }
+
+    /// Offline traffic and time so far.
+    pub fn offline(&self) -> CommCounts {
+        self.offline
+    }
+
+    /// Pools refilled online (0 when the offline plan was enough).
+    pub fn refills(&self) -> u64 {
+        self.corr.refills()
+    }
+
+    /// Server: W − B for weight `id` (W in its wire layout).
+    fn weight_minus_b(&self, vector: bool, id: u32, w: &[u64]) -> Vec<u64> {
+        #[cfg(test)]
+        if self.leak == Leak::WeightsUnmasked {
+            return w.to_vec();
+        }
+        let b = self.corr.linear_b(vector, id, w.len());
+        arith::sub(self.ring, w, &b)
+    }
+
+    /// Client: A·(W − B) + C₁ for `rows` rows (elements, for a vector).
+    fn client_linear_share(&self, w: WeightRef, rows: usize, wmb: &[u64], c1: &[u64]) -> Vec<u64> {
+        let r = self.ring;
+        let WeightRef { vector, id, in_dim: i, out_dim: o } = w;
+        if vector {
+            let a = self.corr.linear_a(true, id, rows);
+            arith::add(r, &arith::mul_cyclic(r, &a, wmb), c1)
+        } else {
+            let a = self.corr.linear_a(false, id, rows * i);
+            let ab = if rows == 0 { Vec::new() } else { arith::rows_dot(r, &a, wmb, i, o) };
+            arith::add(r, &ab, c1)
+        }
+    }
+
 
     /// Close the books: the primitive counts, the communication and the
     /// correlations (to tell the dealer the session is over).
@@ -87,6 +227,19 @@ impl SharesBackend {
         let scope = self.meter.scope();
         self.charge_time(scope);
         (self.meter, self.comm, self.corr)
+    }
+
+    pub fn options(&self) -> SharesOptions {
+        self.opts
+    }
+
+    /// The other party, for error messages.
+    fn peer_name(&self) -> &'static str {
+        if self.is_server() {
+            "a message exchange with the client"
+        } else {
+            "a message exchange with the server"
+        }
     }
 
     pub(super) fn is_server(&self) -> bool {
@@ -116,17 +269,22 @@ impl SharesBackend {
     }
 
     fn note_comm(&mut self, c: CommCounts) {
-        let (d, w) = self.corr.drain();
+        if self.in_offline {
+            self.offline += c;
+            return;
+        }
+        let d = self.corr.drain();
         let scope = self.meter.scope();
-        self.comm.add(scope, CommCounts { dealer_bytes: d, weight_preprocessing_bytes: w, ..c });
+        self.comm.add(scope, CommCounts { dealer_bytes: d.bytes, dealer_round_trips: d.round_trips, ..c });
     }
 
     /// Send our message and receive the peer's (one round).
     pub(super) fn exchange(&mut self, msg: Vec<u8>) -> Vec<u8> {
         let sent = msg.len() as u64 + 4;
-        let r = self.peer.send(msg);
+        let who = self.peer_name();
+        let r = self.peer.send(msg).map_err(|e| e.at(who));
         self.ok(r);
-        let r = self.peer.recv();
+        let r = self.peer.recv().map_err(|e| e.at(who));
         let got = self.ok(r);
         self.note_comm(CommCounts { bytes_sent: sent, bytes_received: got.len() as u64 + 4, rounds: 1, ..Default::default() });
         got
@@ -135,13 +293,15 @@ impl SharesBackend {
     /// A one-way message to the peer (one round for both).
     pub(super) fn send_only(&mut self, msg: Vec<u8>) {
         let sent = msg.len() as u64 + 4;
-        let r = self.peer.send(msg);
+        let who = self.peer_name();
+        let r = self.peer.send(msg).map_err(|e| e.at(who));
         self.ok(r);
         self.note_comm(CommCounts { bytes_sent: sent, rounds: 1, ..Default::default() });
     }
 
     pub(super) fn recv_only(&mut self) -> Vec<u8> {
-        let r = self.peer.recv();
+        let who = self.peer_name();
+        let r = self.peer.recv().map_err(|e| e.at(who));
         let got = self.ok(r);
         self.note_comm(CommCounts { bytes_received: got.len() as u64 + 4, rounds: 1, ..Default::default() });
         got
@@ -388,19 +548,56 @@ impl SharesBackend {
             .collect()
     }
 
-    /// `x · W` (rows × in) with the server's W: one message client → server.
-    fn weight_product(&mut self, x: &[u64], rows: usize, w: &PublicMatrix) -> Vec<u64> {
-        let c = self.corr.weight(w.id, rows, w.in_dim, w.out_dim);
-        let (mask, share) = self.ok(c);
+    /// `x · W` (rows × in) with the server's W, or `x ⊙ γ` (`vector`, γ
+    /// cyclic) with the triple prepared offline: one message client →
+    /// server. Without the offline phase (primitive tests) the server's
+    /// W − B travels in the same round, the other way.
+    fn weight_product(&mut self, x: &[u64], rows: usize, w: WeightRef, w_wire: impl FnOnce() -> Vec<u64>, apply: impl FnOnce(&[u64]) -> Vec<u64>) -> Vec<u64> {
         let r = self.ring;
+        let WeightRef { vector, id, in_dim, out_dim } = w;
+        self.corr.use_linear(vector, id);
+        let (in_len, out_len) = if vector { (x.len(), x.len()) } else { (rows * in_dim, rows * out_dim) };
         if self.is_server() {
-            let d = self.recv_ring(rows * w.in_dim);
-            let y = arith::matmul_weights(r, &arith::add(r, x, &d), rows, w);
-            arith::add(r, &y, &share)
+            let c0 = self.corr.linear_c0(vector, id, out_len);
+            let d = if self.corr.was_sent(vector, id) {
+                self.recv_ring(in_len)
+            } else {
+                let wmb = self.weight_minus_b(vector, id, &w_wire());
+                let got = self.exchange(MsgWriter::new(r).ring(&wmb).finish());
+                self.parse(&got, |rd| rd.ring(in_len))
+            };
+            arith::add(r, &apply(&arith::add(r, x, &d)), &c0)
         } else {
-            self.send_only(MsgWriter::new(r).ring(&arith::sub(r, x, &mask)).finish());
-            share
+            let a = self.corr.linear_a(vector, id, in_len);
+            let msg = {
+                #[cfg(test)]
+                let a = if self.leak == Leak::ClientShareUnmasked { vec![0; a.len()] } else { a };
+                MsgWriter::new(r).ring(&arith::sub(r, x, &a)).finish()
+            };
+            match self.corr.prepared(vector, id) {
+                Some(mut share) => {
+                    self.send_only(msg);
+                    assert!(share.len() >= out_len, "weight {id}: {out_len} outputs, {} prepared", share.len());
+                    share.truncate(out_len);
+                    share
+                }
+                None => {
+                    let w_len = if vector { in_dim } else { in_dim * out_dim };
+                    let got = self.exchange(msg);
+                    let wmb = self.parse(&got, |rd| rd.ring(w_len));
+                    let (n_rows, n_in) = if vector { (x.len(), in_dim) } else { (rows, in_dim) };
+                    let c1 = self.corr.linear_c1(vector, id, n_rows, n_in, out_dim);
+                    let c1 = self.ok(c1);
+                    self.client_linear_share(WeightRef { in_dim: n_in, ..w }, n_rows, &wmb, &c1)
+                }
+            }
         }
+    }
+
+    /// Test only: make this party leak (see [`Leak`]).
+    #[cfg(test)]
+    pub(super) fn set_leak(&mut self, leak: Leak) {
+        self.leak = leak;
     }
 }
 
@@ -436,7 +633,11 @@ impl Backend for SharesBackend {
     fn input(&mut self, values: &[u64]) -> Vec<u64> {
         let r = self.ring;
         if self.is_server() {
-            self.recv_ring(values.len())
+            let v = self.recv_ring(values.len());
+            if std::mem::take(&mut self.awaiting_input) {
+                self.scope_since = Instant::now();
+            }
+            v
         } else {
             let mask = arith::random_vec(r, values.len(), &mut self.input_rng);
             let mine = arith::sub(r, &values.iter().map(|&v| r.reduce(v)).collect::<Vec<_>>(), &mask);
@@ -457,6 +658,19 @@ impl Backend for SharesBackend {
     fn reveal(&mut self, x: &Vec<u64>) -> Vec<u64> {
         self.counts(PrimitiveCounts { reveals: x.len() as u64, ..Default::default() });
         self.open(x)
+    }
+
+    /// One message server → client: the client reconstructs, the server
+    /// learns nothing (and returns an empty vector).
+    fn reveal_output(&mut self, x: &Vec<u64>) -> Vec<u64> {
+        self.counts(PrimitiveCounts { reveals: x.len() as u64, ..Default::default() });
+        if self.is_server() {
+            self.send_only(MsgWriter::new(self.ring).ring(x).finish());
+            Vec::new()
+        } else {
+            let theirs = self.recv_ring(x.len());
+            arith::add(self.ring, x, &theirs)
+        }
     }
 
     fn peek(&mut self, x: &Vec<u64>) -> Option<Vec<u64>> {
@@ -502,23 +716,18 @@ impl Backend for SharesBackend {
     }
 
     fn mul_weights(&mut self, a: &Vec<u64>, w: &WeightVector) -> Vec<u64> {
-        let n = a.len();
-        let c = self.corr.weight_vec(w.id, n);
-        let (mask, share) = self.ok(c);
         let r = self.ring;
-        if self.is_server() {
-            let d = self.recv_ring(n);
-            let y = arith::mul_cyclic(r, &arith::add(r, a, &d), &w.values);
-            arith::add(r, &y, &share)
-        } else {
-            self.send_only(MsgWriter::new(r).ring(&arith::sub(r, a, &mask)).finish());
-            share
-        }
+        let g = w.values.clone();
+        let len = g.len();
+        let wr = WeightRef { vector: true, id: w.id, in_dim: len, out_dim: 0 };
+        self.weight_product(a, a.len(), wr, || g.iter().map(|&v| r.reduce(v)).collect(), |y| arith::mul_cyclic(r, y, &w.values))
     }
 
     fn matmul_public(&mut self, x: &Vec<u64>, rows: usize, w: &PublicMatrix) -> Vec<u64> {
         self.counts(PrimitiveCounts { pub_macs: (rows * w.in_dim * w.out_dim) as u64, ..Default::default() });
-        self.weight_product(x, rows, w)
+        let r = self.ring;
+        let wr = WeightRef { vector: false, id: w.id, in_dim: w.in_dim, out_dim: w.out_dim };
+        self.weight_product(x, rows, wr, || w.w_t.iter().map(|&v| r.reduce(v as u64)).collect(), |y| arith::matmul_weights(r, y, rows, w))
     }
 
     fn gather(&mut self, x: &Vec<u64>, idx: &[usize]) -> Vec<u64> {
@@ -591,6 +800,8 @@ impl Backend for SharesBackend {
         let mut triples = Vec::with_capacity(pairs.len());
         let mut msg = MsgWriter::new(r);
         let mut mine = Vec::with_capacity(pairs.len());
+        let res = self.corr.reserve_mat(m, k, n, pairs.len());
+        self.ok(res);
         for (a, b) in pairs {
             assert!(a.len() == m * k && b.len() == k * n, "matmul: operands are not {m} × {k} and {k} × {n}");
             let t = self.corr.mat_triple(m, k, n);

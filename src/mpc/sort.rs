@@ -87,7 +87,16 @@ impl Schedule {
 impl SharesBackend {
     /// A schedule moving rows whose bit is set to the end; their number is
     /// opened.
+    /// Build a schedule; its correlations are dealt online (their sizes
+    /// follow revealed counts), see [`super::dealer`].
     pub(super) fn build_schedule(&mut self, tail_bits: &BitVec) -> Schedule {
+        let was = self.corr.set_dealt_online(true);
+        let s = self.build_schedule_inner(tail_bits);
+        self.corr.set_dealt_online(was);
+        s
+    }
+
+    fn build_schedule_inner(&mut self, tail_bits: &BitVec) -> Schedule {
         let n = tail_bits.len();
         let tail_ring = self.bits_to_ring(tail_bits);
         let r = self.ring;
@@ -278,7 +287,15 @@ impl SharesBackend {
 
     /// Rows of `x` (width `width`) in the schedule's order — head group, then
     /// tail group, each in original order — or back (`inverse`).
+    /// Apply a schedule (correlations dealt online, as for building it).
     pub(super) fn apply_schedule(&mut self, s: &Schedule, x: &[u64], width: usize, inverse: bool) -> Vec<u64> {
+        let was = self.corr.set_dealt_online(true);
+        let y = self.apply_schedule_inner(s, x, width, inverse);
+        self.corr.set_dealt_online(was);
+        y
+    }
+
+    fn apply_schedule_inner(&mut self, s: &Schedule, x: &[u64], width: usize, inverse: bool) -> Vec<u64> {
         assert_eq!(x.len(), s.rows * width, "schedule of {} rows for {} elements of width {width}", s.rows, x.len());
         match &s.plan {
             Plan::Swaps { padded, steps } => {

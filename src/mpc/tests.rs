@@ -33,7 +33,7 @@ fn model(ring: Ring) -> EngineModel {
 }
 
 /// The program on two parties (threads) with a dealer; the opened output.
-fn on_shares(ring: Ring, compaction: Compaction, m: &EngineModel, prog: &impl Prog) -> Vec<u64> {
+fn on_shares(ring: Ring, compaction: Compaction, _m: &EngineModel, prog: &impl Prog) -> Vec<u64> {
     let seeds = session_seeds(&mut ChaCha8Rng::seed_from_u64(9));
     let t = Duration::from_secs(60);
     let (a, b) = mem_pair(t);
@@ -42,7 +42,7 @@ fn on_shares(ring: Ring, compaction: Compaction, m: &EngineModel, prog: &impl Pr
     let (s0, s1) = std::thread::scope(|s| {
         s.spawn(move || {
             let mut d = d;
-            serve_dealer(ring, m, seeds, &mut d).unwrap()
+            serve_dealer(ring, seeds, &mut d).unwrap()
         });
         let server = s.spawn(move || {
             let mut bk = SharesBackend::new(Party::Server, ring, o, Box::new(a), Correlations::server(ring, seeds.0), 0);
@@ -213,7 +213,10 @@ fn pruned_forward_is_bit_identical_to_the_engine() {
         // The same primitive counts as the engine, and real traffic.
         assert_eq!(run.client.meter.cost.total(), plain.cost.total());
         let comm = run.client.comm.total();
-        assert!(comm.bytes_sent > 0 && comm.rounds > 0 && comm.dealer_bytes > 0);
+        assert!(comm.bytes_sent > 0 && comm.rounds > 0);
+        assert!(run.client.offline.dealer_bytes > 0 && run.server.offline.bytes_sent > 0, "an offline phase");
+        assert_eq!(run.client.refills, 0, "the offline plan covers every element-wise pool, example {i}, {c:?}");
+        assert!(run.server.trace.logits_ring.is_empty(), "the server learns no logits");
         assert_eq!(comm.rounds, run.server.comm.total().rounds, "both parties count the same rounds");
         assert_eq!(comm.bytes_sent, run.server.comm.total().bytes_received);
     }
@@ -243,12 +246,196 @@ fn a_broken_peer_is_an_error_on_the_other_side() {
     let hung_up = server_against(|_| {});
     assert!(matches!(hung_up, ChannelError::Closed(_)), "{hung_up}");
     assert!(hung_up.to_string().contains("input"), "says where: {hung_up}");
-    let short = server_against(|t| t.send(vec![1, 2, 3]).unwrap());
+    // (The server first sends its offline message, W − B.)
+    let short = server_against(|t| {
+        t.recv().unwrap();
+        t.send(vec![1, 2, 3]).unwrap()
+    });
     assert!(matches!(short, ChannelError::Garbage { .. }), "{short}");
-    let junk = server_against(|t| t.send(MsgWriter::new(Ring::CRYPTEN).u64s(&[u64::MAX; 48]).finish()).unwrap());
+    let junk = server_against(|t| {
+        t.recv().unwrap();
+        t.send(MsgWriter::new(Ring::CRYPTEN).u64s(&[u64::MAX; 48]).finish()).unwrap()
+    });
     assert!(junk.to_string().contains("malformed"), "{junk}");
     // A peer that stays silent: the timeout, not a hang.
     let silent = server_against(|_| std::thread::sleep(Duration::from_secs(3)));
     assert!(matches!(silent, ChannelError::Timeout(..)), "{silent}");
     let _ = Abort; // the unwinding payload stays internal
+}
+
+// ---- what each party and the dealer see (DESIGN.md §5) --------------------
+
+use super::dealer::{kind, parse_request, pool};
+use super::shares::Leak;
+use std::sync::{Arc, Mutex};
+
+/// A transport that keeps a copy of every frame it receives.
+struct Tap<T: Transport> {
+    inner: T,
+    log: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl<T: Transport> Transport for Tap<T> {
+    fn send(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        self.inner.send(msg)
+    }
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let m = self.inner.recv()?;
+        self.log.lock().unwrap().push(m.clone());
+        Ok(m)
+    }
+}
+
+/// What one run showed: frames the server received from the client, the
+/// client from the server, the dealer from the client; and the logits.
+struct Views {
+    server: Vec<Vec<u8>>,
+    client: Vec<Vec<u8>>,
+    dealer: Vec<Vec<u8>>,
+    logits: Vec<u64>,
+}
+
+/// One unpruned forward of `input` (n tokens) with the given seeds, the
+/// server holding `model`, and `leak` switched on in both parties.
+fn views(model: &EngineModel, input: &[u64], n: usize, seeds: ([u8; 32], [u8; 32]), input_seed: u64, leak: Leak) -> Views {
+    let ring = model.ring();
+    let shape = model.public_shape();
+    let thr = vec![LayerThresholds::default(); model.num_layers()];
+    let t = Duration::from_secs(60);
+    let (a, b) = mem_pair(t);
+    let (d, c) = mem_pair(t);
+    let (ls, lc, ld) = (Arc::default(), Arc::default(), Arc::default());
+    let o = SharesOptions { truncation: Truncation::Exact, compaction: Compaction::Shuffle, analysis: false };
+    let zeros = vec![0; input.len()];
+    let logits = std::thread::scope(|s| {
+        let mut dt = Tap { inner: d, log: Arc::clone(&ld) };
+        s.spawn(move || serve_dealer(ring, seeds, &mut dt).unwrap());
+        let (thr, zeros, ls) = (&thr, &zeros, Arc::clone(&ls));
+        let server = s.spawn(move || {
+            let mut bk = SharesBackend::new(Party::Server, ring, o, Box::new(Tap { inner: a, log: ls }), Correlations::server(ring, seeds.0), 0);
+            bk.set_leak(leak);
+            super::session::run_party(bk, model, thr, zeros, n).unwrap()
+        });
+        let corr = Correlations::client(ring, seeds.1, Box::new(c));
+        let mut bk = SharesBackend::new(Party::Client, ring, o, Box::new(Tap { inner: b, log: Arc::clone(&lc) }), corr, input_seed);
+        bk.set_leak(leak);
+        let out = super::session::run_party(bk, &shape, &super::session::client_thresholds(thr), input, n).unwrap();
+        assert!(server.join().unwrap().trace.logits_ring.is_empty());
+        out.trace.logits_ring
+    });
+    let take = |l: Arc<Mutex<Vec<Vec<u8>>>>| std::mem::take(&mut *l.lock().unwrap());
+    Views { server: take(ls), client: take(lc), dealer: take(ld), logits }
+}
+
+/// Two-sample χ² statistic of two byte histograms (empty bins skipped).
+fn chi2(a: &[u8], b: &[u8]) -> f64 {
+    let (mut ha, mut hb) = ([0f64; 256], [0f64; 256]);
+    a.iter().for_each(|&x| ha[x as usize] += 1.0);
+    b.iter().for_each(|&x| hb[x as usize] += 1.0);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (ka, kb) = ((nb / na).sqrt(), (na / nb).sqrt());
+    (0..256).filter(|&i| ha[i] + hb[i] > 0.0).map(|i| (ka * ha[i] - kb * hb[i]).powi(2) / (ha[i] + hb[i])).sum()
+}
+
+/// χ² critical value far in the tail for 255 degrees of freedom (mean 255,
+/// sd 22.6): about 6 sd, so a pass is no accident of the seeds.
+const CHI2_SAME: f64 = 400.0;
+
+fn ring_elems(ring: Ring, frame: &[u8]) -> Vec<u64> {
+    let n = frame.len() / super::channel::ring_bytes(ring);
+    super::channel::MsgReader::new(ring, frame).ring(n).unwrap()
+}
+
+/// The server's input share plus each of the first layer's Q, K, V
+/// messages: what a server would add up to find the client's input if a
+/// message were x₁.
+fn server_sum(ring: Ring, v: &Views) -> Vec<u8> {
+    let x0 = ring_elems(ring, &v.server[0]);
+    (1..=3).flat_map(|i| MsgWriter::new(ring).ring(&super::arith::add(ring, &x0, &ring_elems(ring, &v.server[i]))).finish()).collect()
+}
+
+fn two_inputs(ring: Ring, n: usize, d: usize) -> (Vec<u64>, Vec<u64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let small: Vec<u64> = (0..n * d).map(|_| ring.encode(rng.gen_range(-0.1..0.1))).collect();
+    let large: Vec<u64> = (0..n * d).map(|i| ring.encode(if i % 2 == 0 { 2.5 } else { -1.75 })).collect();
+    (small, large)
+}
+
+#[test]
+fn the_servers_view_does_not_depend_on_the_input() {
+    let ring = Ring::BOLT;
+    let m = model(ring);
+    let n = 32;
+    let (x, y) = two_inputs(ring, n, m.hidden());
+    let server_seed = [7u8; 32];
+    // Same server seed, fresh client randomness, no pruning (same counts).
+    let run = |input: &[u64], c: u8, leak| views(&m, input, n, (server_seed, [c; 32]), c as u64, leak);
+    let (vx, vy) = (run(&x, 1, Leak::None), run(&y, 2, Leak::None));
+    let lens = |v: &Views| v.server.iter().map(|f| f.len()).collect::<Vec<_>>();
+    assert_eq!(lens(&vx), lens(&vy), "the same message sizes");
+    let (all_x, all_y) = (vx.server.concat(), vy.server.concat());
+    let raw = chi2(&all_x, &all_y);
+    let sum = chi2(&server_sum(ring, &vx), &server_sum(ring, &vy));
+    assert!(raw < CHI2_SAME && sum < CHI2_SAME, "told apart: χ² {raw:.0} (all bytes), {sum:.0} (x₀ + first message)");
+    // The same test on a client that sends x₁ unmasked tells them apart.
+    let (lx, ly) = (run(&x, 1, Leak::ClientShareUnmasked), run(&y, 2, Leak::ClientShareUnmasked));
+    let leaky = chi2(&server_sum(ring, &lx), &server_sum(ring, &ly));
+    assert!(leaky > 4.0 * CHI2_SAME, "the leak went unseen: χ² {leaky:.0}");
+}
+
+#[test]
+fn the_clients_view_does_not_depend_on_the_weights() {
+    let ring = Ring::BOLT;
+    let m = model(ring);
+    let zero = m.public_shape(); // another weight set: all zeros, same ids
+    let n = 6;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x: Vec<u64> = (0..n * m.hidden()).map(|_| ring.encode(rng.gen_range(-1.0..1.0))).collect();
+    let client_seed = [9u8; 32];
+    // Same client seed and input, fresh server randomness; the last frame
+    // (the client's share of the logits) is the result and left out.
+    let run = |model: &EngineModel, s: u8, leak| {
+        let mut v = views(model, &x, n, ([s; 32], client_seed), 3, leak).client;
+        v.pop();
+        v
+    };
+    let (va, vb) = (run(&m, 1, Leak::None), run(&zero, 2, Leak::None));
+    assert_eq!(va.iter().map(|f| f.len()).collect::<Vec<_>>(), vb.iter().map(|f| f.len()).collect::<Vec<_>>());
+    let (offline, online) = (chi2(&va[0], &vb[0]), chi2(&va[1..].concat(), &vb[1..].concat()));
+    assert!(offline < CHI2_SAME && online < CHI2_SAME, "told apart: χ² {offline:.0} (W − B), {online:.0} (online)");
+    // A server that sends W itself is told apart at once.
+    let (la, lb) = (run(&m, 1, Leak::WeightsUnmasked), run(&zero, 2, Leak::WeightsUnmasked));
+    let leaky = chi2(&la[0], &lb[0]);
+    assert!(leaky > 10.0 * CHI2_SAME, "the leak went unseen: χ² {leaky:.0}");
+}
+
+#[test]
+fn the_dealer_receives_requests_only() {
+    let ring = Ring::BOLT;
+    let m = model(ring);
+    let n = 5;
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let x: Vec<u64> = (0..n * m.hidden()).map(|_| ring.encode(rng.gen_range(-1.0..1.0))).collect();
+    let v = views(&m, &x, n, ([3; 32], [4; 32]), 8, Leak::None);
+    assert!(!v.logits.is_empty());
+    let ids: Vec<u32> = (0..200).filter(|&i| m.matrix_by_id(i).is_some() || m.vector_by_id(i).is_some()).collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for f in &v.dealer {
+        let w = parse_request(f).unwrap_or_else(|e| panic!("not a request: {e}"));
+        *counts.entry(w[0]).or_insert(0usize) += 1;
+        match w[0] {
+            kind::FILL => assert!((pool::TRIPLE..=pool::AND_ARITH).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
+            kind::LINEAR => assert!(ids.contains(&(w[1] as u32)) && w[2] as usize <= n && w.len() == 5, "{w:?}"),
+            kind::LINEAR_VEC => assert!(ids.contains(&(w[1] as u32)) && w.len() == 4, "{w:?}"),
+            kind::PERM_NEW | kind::PERM_APPLY => {}
+            kind::DONE => assert_eq!(w.len(), 1),
+            k => panic!("request kind {k}"),
+        }
+    }
+    // One request per weight (offline), pool fills, and DONE; nothing else.
+    let weights = counts.get(&kind::LINEAR).copied().unwrap_or(0) + counts.get(&kind::LINEAR_VEC).copied().unwrap_or(0);
+    assert_eq!(weights, ids.len(), "{counts:?}");
+    assert_eq!(counts.get(&kind::DONE), Some(&1));
+    let bytes: usize = v.dealer.iter().map(|f| f.len()).sum();
+    assert!(bytes <= 8 * kind::MAX_WORDS * v.dealer.len(), "{bytes} bytes in {} requests", v.dealer.len());
 }

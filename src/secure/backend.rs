@@ -138,6 +138,12 @@ pub trait Backend {
     fn constant(&mut self, values: &[u64]) -> Self::Arith;
     /// Open a secret to both parties (interactive, counted as reveals).
     fn reveal(&mut self, x: &Self::Arith) -> Vec<u64>;
+    /// Open a secret to the client (the input's owner) only: the result of
+    /// an inference. A party that does not learn it gets an empty vector.
+    /// Counted as reveals, like [`Backend::reveal`].
+    fn reveal_output(&mut self, x: &Self::Arith) -> Vec<u64> {
+        self.reveal(x)
+    }
     /// Analysis only: the value of a secret, for reports (scores, kept
     /// positions). Not a protocol step; never counted. `None` where the
     /// backend cannot see it (a deployed protocol).

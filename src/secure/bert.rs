@@ -20,7 +20,8 @@
 //! 6. LayerNorm, FFN with GELU (LOW for this layer's reduced tokens), +
 //!    residual, LayerNorm.
 //!
-//! After the last layer: row 0 → pooler dense → tanh → classifier → reveal.
+//! After the last layer: row 0 → pooler dense → tanh → classifier → reveal
+//! (to the client only: [`Backend::reveal_output`]).
 
 use super::backend::{Backend, PublicLinear, PublicMatrix, WeightVector};
 use super::plain::PlainBackend;
@@ -524,7 +525,7 @@ pub fn forward_on<B: Backend>(
     b.set_scope(OpClass::Classifier, None);
     b.note_elements(model.num_labels());
     let logits = b.linear(&t, 1, &model.classifier);
-    trace.logits_ring = b.reveal(&logits);
+    trace.logits_ring = b.reveal_output(&logits);
     trace
 }
 

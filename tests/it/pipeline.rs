@@ -153,6 +153,10 @@ fn finetune_prune_simulate_export_secure_eval() {
     let pruning = ops.iter().find(|o| o["class"] == "pruning").expect("a pruning row");
     assert!(pruning["pruned"]["total"]["bytes"].as_u64().unwrap() > 0 && pruning["unpruned"]["total"]["bytes"] == 0, "{pruning}");
     assert!(pr.join("secure-eval-dev-37-12-shares.json").is_file());
+    // An offline phase, reported apart, that the online run never had to top up.
+    let off = &sh["offline"]["pruned"];
+    assert!(off["total"]["server_to_client_bytes"].as_u64().unwrap() > 0 && off["total"]["dealer_bytes"].as_u64().unwrap() > 0, "{sh}");
+    assert_eq!(off["online_refills"], 0, "{sh}");
     serve_and_ask(&pr);
     // A ring too small for the model overflows, and says so first.
     let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
@@ -249,45 +253,125 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     assert!(!sw.exists(), "a sweep over a missing checkpoint writes nothing");
 }
 
-/// `serve` on loopback answering two real `client` processes, then a peer
-/// that sends garbage (the server reports it and goes on), then a client
-/// with no server (a clear error).
-fn serve_and_ask(run: &Path) {
-    use std::io::{BufRead, BufReader, Write};
-    let mut server = Command::new(env!("CARGO_BIN_EXE_cipherprune"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--sessions", "3", "--seed", "1", "--timeout", "20"])
-        .arg("--checkpoint")
-        .arg(run)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+/// A spawned `cipherprune` process and the address it printed first.
+fn spawn_listening(args: &[&str], run: Option<&Path>, prefix: &str) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, String) {
+    use std::io::BufRead;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cipherprune"));
+    c.args(args);
+    if let Some(run) = run {
+        c.arg("--checkpoint").arg(run);
+    }
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let addr = line.strip_prefix("listening on ").and_then(|l| l.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
+    let addr = line.strip_prefix(prefix).and_then(|l| l.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
+    (child, out, addr)
+}
+
+/// A loopback proxy to the dealer that forwards one connection and cuts
+/// both ends at the first online request (a permutation or an online
+/// fill): the dealer "dies" mid-run, after the offline phase.
+fn dying_dealer_proxy(dealer: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut d = std::net::TcpStream::connect(dealer).unwrap();
+        let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut d2, &mut c2);
+        });
+        loop {
+            let mut len = [0u8; 4];
+            if c.read_exact(&mut len).is_err() {
+                break;
+            }
+            let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+            if c.read_exact(&mut buf).is_err() {
+                break;
+            }
+            let word = |i: usize| buf.get(8 * i..8 * i + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+            let online = buf.len().is_multiple_of(8) && (word(0) == Some(4) || (word(0) == Some(1) && word(1).is_some_and(|k| k & 0x100 != 0)));
+            if online {
+                break;
+            }
+            d.write_all(&len).unwrap();
+            d.write_all(&buf).unwrap();
+        }
+        let _ = c.shutdown(std::net::Shutdown::Both);
+        let _ = d.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}
+
+/// `dealer`, `serve` and `client` as three processes on loopback: two
+/// sentences, then a peer that sends garbage (the server reports it and
+/// goes on), a dealer that dies mid-run and a client that never reaches the
+/// dealer (both parties end with an error naming the peer), then a client
+/// with no server (a clear error).
+fn serve_and_ask(run: &Path) {
+    use std::io::{Read, Write};
+    // No dealer, no server.
+    let no = cp(&["serve", "--listen", "127.0.0.1:0"], &[("--checkpoint", run)]);
+    assert!(!no.status.success() && String::from_utf8_lossy(&no.stderr).contains("--dealer"), "{}", String::from_utf8_lossy(&no.stderr));
+    let (mut dealer, mut dealer_out, dealer_addr) = spawn_listening(&["dealer", "--listen", "127.0.0.1:0", "--timeout", "8", "--seed", "2"], None, "dealer listening on ");
+    let (mut server, mut out, addr) = spawn_listening(
+        &["serve", "--listen", "127.0.0.1:0", "--sessions", "5", "--seed", "1", "--timeout", "20", "--dealer", &dealer_addr],
+        Some(run),
+        "listening on ",
+    );
     for sentence in ["good fine great", "bad awful poor bad"] {
-        let c = cp(&["client", "--json", "--connect", &addr, "--sentence", sentence, "--seed", "3"], &[("--checkpoint", run)]);
+        let c = cp(&["client", "--json", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", sentence, "--seed", "3"], &[("--checkpoint", run)]);
         let v = ok(&c);
         assert!(["0", "1"].contains(&v["prediction"].as_str().unwrap()), "SST-2's labels: {v}");
         assert_eq!(v["logits"].as_array().unwrap().len(), 2);
         assert_eq!(v["kept_per_layer"].as_array().unwrap().len(), 2);
         assert!(v["bytes_sent"].as_u64().unwrap() > 0 && v["rounds"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["offline"]["bytes_received"].as_u64().unwrap() > 0 && v["offline"]["dealer_bytes"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["pool_refills"], 0, "{v}");
     }
     // Garbage instead of a hello.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(&[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']).unwrap();
     drop(s);
+    // The dealer dies mid-run (its connection to the client is cut at the
+    // first online request).
+    let proxy = dying_dealer_proxy(dealer_addr.clone());
+    let t = std::time::Instant::now();
+    let c = cp(&["client", "--connect", &addr, "--dealer", &proxy, "--sentence", "good fine great", "--seed", "4"], &[("--checkpoint", run)]);
+    assert!(!c.status.success());
+    let e = String::from_utf8_lossy(&c.stderr);
+    assert!(e.contains("dealer") && e.contains("hung up"), "{e}");
+    // A client that never connects to the dealer: the dealer gives up on
+    // the session after its timeout, and the server says so.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let hello = br#"{"protocol":"cipherprune-2pc/2","role":"party","tokens":5}"#;
+    s.write_all(&(hello.len() as u32).to_le_bytes()).unwrap();
+    s.write_all(hello).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
     let status = server.wait().unwrap();
+    assert!(t.elapsed().as_secs() < 60, "no hang");
+    drop(s);
     assert!(status.success());
     let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest.matches("session").count(), 2, "{rest}");
+    assert!(rest.contains("online") && rest.contains("offline"), "{rest}");
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    server.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("session 3 failed") && err.contains("hello"), "{err}");
+    assert!(err.contains("session 4 failed") && err.contains("client"), "the server names the client: {err}");
+    assert!(err.contains("session 5 failed") && err.contains("dealer") && err.contains("did not connect"), "{err}");
+    dealer.kill().unwrap();
+    dealer.wait().unwrap();
+    let mut dealt = String::new();
+    dealer_out.read_to_string(&mut dealt).unwrap();
+    assert_eq!(dealt.matches("dealt").count(), 2, "{dealt}");
     // Nobody listens there any more.
-    let c = cp(&["client", "--connect", &addr, "--sentence", "good"], &[("--checkpoint", run)]);
+    let c = cp(&["client", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good"], &[("--checkpoint", run)]);
     assert!(!c.status.success());
     assert!(String::from_utf8_lossy(&c.stderr).contains("cannot connect"), "{}", String::from_utf8_lossy(&c.stderr));
 }
