@@ -29,6 +29,7 @@ pub mod cost;
 pub mod dealer;
 pub mod estimate;
 pub mod eval;
+mod lengths;
 pub mod net;
 pub mod plan;
 pub mod session;
