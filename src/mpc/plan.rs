@@ -2,9 +2,8 @@
 //! input exists. The forward on lengths alone ([`super::lengths`]) for the
 //! public input length with every token live records each correlation the
 //! shares backend would draw ([`super::shares`], primitive by primitive).
-//! Run once with every
-//! reducing layer's rows all high and once all low; the plan takes the
-//! larger count per pool. Pruning only shrinks later layers, so a pruned
+//! Run once with every reducing layer's rows all high and once all low;
+//! the plan takes the larger count per pool. Pruning only shrinks later layers, so a pruned
 //! run usually consumes less; what it needs beyond the plan (compaction
 //! networks, shapes that exist only after pruning) is dealt online and
 //! counted there.
