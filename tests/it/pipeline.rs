@@ -246,6 +246,31 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
         assert!(!e.status.success() && msg.contains(says), "{flag} {value}: {msg}");
         assert!(!out.exists(), "{flag} {value}: nothing may be written");
     }
+    // A sweep over one target, with the zero-shot and keep-ratio baselines
+    // and the first sweep drawn beside it.
+    let sw1 = d.join("sweep1");
+    let mut sweep = flags.to_vec();
+    sweep[0] = "sweep";
+    let at = sweep.iter().position(|f| *f == "--target-flops").unwrap();
+    sweep.drain(at..at + 2);
+    sweep.extend(["--targets", "0.6", "--zero-shot", "1,2", "--keep-ratios", "0.7"]);
+    let out = cp(&sweep, &[("--checkpoint", &ft), ("--out", &sw1)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("target 0.6") && text.contains("zero-shot ramp") && text.contains("keep ratio 0.7"), "{text}");
+    let base = std::fs::read_to_string(sw1.join("baselines.jsonl")).unwrap();
+    assert_eq!(base.lines().count(), 3, "{base}");
+    let svg = std::fs::read_to_string(sw1.join("sweep.svg")).unwrap();
+    assert!(svg.contains("zero-shot") && svg.contains("keep-ratio") && svg.contains("online bytes"), "the picture lacks a curve");
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(sw1.join("sweep.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["target_flops"], 0.6);
+    assert!(line["secure_bytes_ratio"].as_f64().is_some(), "{line}");
+    let sw2 = d.join("sweep2");
+    let mut again = sweep.clone();
+    again.extend(["--zero-shot", "1", "--keep-ratios", "0.9", "--baseline", sw1.to_str().unwrap()]);
+    let out = cp(&again, &[("--checkpoint", &ft), ("--out", &sw2)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(sw2.join("sweep.svg")).unwrap().contains("sweep1"));
     let sw = d.join("sweep");
     let e = cp(&["sweep", "--targets", "0.4,0.6"], &[("--checkpoint", &d.join("no-such-run")), ("--out", &sw)]);
     let msg = String::from_utf8_lossy(&e.stderr);
