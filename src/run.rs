@@ -187,13 +187,17 @@ impl Run {
     }
 }
 
-/// The engine's encoding of a run's weights (ring 37/12 unless given).
-pub fn engine_model(loaded: &Loaded, ring: crate::fixed::Ring) -> Result<crate::secure::bert::EngineModel> {
+/// A run's weights as the candle-free engine reads them.
+pub fn engine_weights(loaded: &Loaded) -> Result<crate::secure::weights::BertWeights> {
     use crate::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
     let f = &loaded.files;
     let cfg = EngineBertConfig::from_json_file(&f.config).map_err(|e| Error::Model(format!("`{}`: {e}", f.config.display())))?;
-    let w = BertWeights::from_safetensors_file(&f.weights, cfg).map_err(|e| Error::Model(format!("`{}`: {e}", f.weights.display())))?;
-    Ok(crate::secure::bert::EngineModel::from_weights(&w, &ring))
+    BertWeights::from_safetensors_file(&f.weights, cfg).map_err(|e| Error::Model(format!("`{}`: {e}", f.weights.display())))
+}
+
+/// The engine's encoding of a run's weights in `ring`.
+pub fn engine_model(loaded: &Loaded, ring: crate::fixed::Ring) -> Result<crate::secure::bert::EngineModel> {
+    Ok(crate::secure::bert::EngineModel::from_weights(&engine_weights(loaded)?, &ring))
 }
 
 /// The secure-cost view of simulated shapes under `plan`: the two-party
@@ -229,10 +233,7 @@ pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimRep
     use crate::mpc::estimate::{engine_shapes, secure_ratios, Protocol};
     use crate::secure::bert::{EngineConfig, LayerThresholds};
     use crate::secure::run::{run_all, EngineInput};
-    use crate::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
-    let f = &run.loaded.files;
-    let cfg = EngineBertConfig::from_json_file(&f.config).map_err(|e| Error::Model(format!("`{}`: {e}", f.config.display())))?;
-    let w = BertWeights::from_safetensors_file(&f.weights, cfg).map_err(|e| Error::Model(format!("`{}`: {e}", f.weights.display())))?;
+    let w = engine_weights(&run.loaded)?;
     let model = crate::secure::bert::EngineModel::from_weights(&w, &ring);
     let (thetas, betas, exponents) = match &plan.masking {
         Masking::Hard { theta, beta, exponent } => (theta.clone(), beta.clone(), exponent.clone()),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -18,12 +18,11 @@ use cipherprune::mpc::shares::SharesOptions;
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::secure::bert::{encode_input, EngineConfig, EngineModel, LayerThresholds};
 use cipherprune::secure::run::{run_all, totals, EngineInput};
-use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
 
 use super::progress::Bars;
 use super::report::mode_name;
 use cipherprune::mpc::estimate::{engine_shapes, secure_ratios, Protocol};
-use cipherprune::run::{Ablation, Run};
+use cipherprune::run::{engine_weights, Ablation, Run};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RingPreset {
@@ -132,9 +131,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         _ => (None, None, None),
     };
 
-    let files = &run.loaded.files;
-    let ecfg = EngineBertConfig::from_json_file(&files.config).with_context(|| format!("reading `{}`", files.config.display()))?;
-    let weights = BertWeights::from_safetensors_file(&files.weights, ecfg).with_context(|| format!("loading `{}` for the engine", files.weights.display()))?;
+    let weights = engine_weights(&run.loaded)?;
     let model = EngineModel::from_weights(&weights, &ring);
     let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
     let pruned_cfg = EngineConfig { ring, truncation, thetas, betas, exponents };

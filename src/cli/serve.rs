@@ -18,8 +18,8 @@ use cipherprune::mpc::net::{run_client, run_dealer, serve_one, DealerOptions, Se
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
-use cipherprune::secure::weights::{BertConfig as EngineBertConfig, BertWeights};
-use cipherprune::run::{load_model, load_thresholds, Loaded, RunInfo};
+
+use cipherprune::run::{engine_weights, load_model, load_thresholds, Loaded, RunInfo};
 
 use super::secure_eval::{RingArgs, TruncMode};
 
@@ -103,13 +103,6 @@ pub struct ClientArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub json: bool,
-}
-
-/// The run's candle-free weights (config.json + model.safetensors).
-fn engine_weights(loaded: &Loaded) -> Result<BertWeights> {
-    let f = &loaded.files;
-    let cfg = EngineBertConfig::from_json_file(&f.config).with_context(|| format!("reading `{}`", f.config.display()))?;
-    BertWeights::from_safetensors_file(&f.weights, cfg).with_context(|| format!("loading `{}`", f.weights.display()))
 }
 
 fn load(checkpoint: &Path, max_len: usize) -> Result<(RunInfo, Loaded)> {

@@ -12,7 +12,6 @@ use rand_chacha::ChaCha8Rng;
 
 use super::eval::Metrics;
 use super::finetune::{inputs_of, save_model_dir, task_loss};
-use crate::run::{load_model, load_split, Loaded};
 use super::optim::{decays, Group};
 use super::progress::Observer;
 use super::trainer::{self, LoopSpec, Outcome, Stage};
@@ -22,6 +21,7 @@ use crate::model::{params, Bert, ForwardCtx, Masking, Numerics, Plan};
 use crate::prune::config::PruneConfig;
 use crate::prune::simulate::{simulate, SimReport};
 use crate::prune::Thresholds;
+use crate::run::{load_model, load_split, Loaded};
 
 pub use crate::run::THRESHOLDS_FILE;
 
@@ -166,7 +166,7 @@ impl Stage for PruneStage {
             if let Some(r) = reg {
                 loss = (loss + (r * self.cfg.lambda)?)?;
             }
-            if self.cfg.target_flops.is_some() {
+            if self.cfg.target_flops.is_some() && self.cfg.prune {
                 let f = self.expected_flops(&out, b)?;
                 loss = (loss + self.lagrangian(&f, &mut extra)?)?;
             }
