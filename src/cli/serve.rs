@@ -96,6 +96,12 @@ pub struct ClientArgs {
     pub pair: Option<String>,
     #[arg(long, default_value_t = 128)]
     pub max_seq_len: usize,
+    /// Prepare the offline phase for N tokens before the sentence's length
+    /// is known (it is announced after; N ≥ the sentence's tokens): the
+    /// offline material then depends on nothing but N, and more of it is
+    /// sent than an exactly sized phase needs.
+    #[arg(long, value_name = "N")]
+    pub offline_tokens: Option<usize>,
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
     /// Seed of the client's input masks (default: from the OS).
@@ -188,7 +194,7 @@ pub fn client(args: ClientArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("tokenizing the sentence: {e}"))?;
     let weights = engine_weights(&loaded)?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)))
+    let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)), args.offline_tokens)
         .map_err(|e| anyhow::anyhow!("secure inference with {} failed: {e}", args.connect))?;
     let task = info.task(&None).ok().and_then(|t| Task::from_name(&t).ok());
     let names = task.map(|t| t.label_names()).unwrap_or(&[]);

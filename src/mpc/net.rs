@@ -20,7 +20,7 @@ use super::cost::{CommCounts, CommTally};
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use super::session::{client_thresholds, run_party, PartyOutcome};
+use super::session::{client_thresholds, run_party, run_party_ahead, PartyOutcome};
 use super::shares::{SharesBackend, SharesOptions};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
@@ -42,9 +42,13 @@ struct Hello {
     protocol: String,
     /// "party" or "dealer".
     role: String,
-    /// The client's token count (party connection only).
+    /// The client's token count (party connection only); with `ahead`, the
+    /// capacity the offline phase is prepared for.
     #[serde(default)]
     tokens: usize,
+    /// The client announces its length only after the offline phase.
+    #[serde(default)]
+    ahead: bool,
 }
 
 /// The server's answer to a client's hello.
@@ -234,9 +238,13 @@ pub fn serve_one(
     let n = h.tokens;
     let d = server.info.config.hidden_size;
     let b = SharesBackend::new(Party::Server, ring, server.options(), Box::new(party), Correlations::server(ring, seed0), 0);
-    let outcome = run_party(b, &server.model, &server.thresholds, &vec![0; n * d], n)?;
+    let outcome = if h.ahead {
+        run_party_ahead(b, &server.model, &server.thresholds, &[], 0, Some(n))?
+    } else {
+        run_party(b, &server.model, &server.thresholds, &vec![0; n * d], n)?
+    };
     Ok(ServedSession {
-        tokens: n,
+        tokens: outcome.trace.live_per_layer.first().map_or(n, Vec::len),
         kept_per_layer: outcome.trace.kept_per_layer.iter().map(|k| k.len()).collect(),
         comm: outcome.comm,
         offline: outcome.offline,
@@ -269,12 +277,16 @@ pub fn run_client(
     type_ids: &[u32],
     seed: u64,
     timeout: Duration,
+    capacity: Option<usize>,
 ) -> Result<ClientResult, ChannelError> {
     let start = Instant::now();
+    if let Some(c) = capacity.filter(|&c| c < ids.len()) {
+        return Err(ChannelError::Io(format!("the sentence has {} tokens, more than the {c} the offline phase is prepared for", ids.len())));
+    }
     let stream = TcpStream::connect(addr).map_err(|e| ChannelError::Io(format!("cannot connect to the server: {e}")))?;
     let mut party = TcpTransport::new(stream, timeout)?;
     let n = ids.len();
-    send_json(&mut party, &Hello { protocol: PROTOCOL.into(), role: "party".into(), tokens: n })?;
+    send_json(&mut party, &Hello { protocol: PROTOCOL.into(), role: "party".into(), tokens: capacity.unwrap_or(n), ahead: capacity.is_some() })?;
     let w: Welcome = recv_json(&mut party, "the server's model description")?;
     let info = w.info;
     if info.protocol != PROTOCOL {
@@ -307,7 +319,7 @@ pub fn run_client(
     let opts = SharesOptions { truncation: info.truncation, compaction: info.compaction, analysis: false };
     let corr = Correlations::client(info.ring, seed1, Box::new(dealer_conn));
     let b = SharesBackend::new(Party::Client, info.ring, opts, Box::new(party), corr, seed);
-    let outcome = run_party(b, &shape, &client_thresholds(&thresholds), &input, n)?;
+    let outcome = run_party_ahead(b, &shape, &client_thresholds(&thresholds), &input, n, capacity)?;
     let logits = outcome.trace.logits_ring.iter().map(|&v| info.ring.decode(v)).collect();
     Ok(ClientResult { info, logits, outcome, wall: start.elapsed() })
 }

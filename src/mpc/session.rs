@@ -8,7 +8,7 @@
 //! sized by [`super::plan`]) before it touches the input, then the online
 //! forward. The logits are opened to the client alone.
 
-use super::channel::{mem_pair, ChannelError, Transport};
+use super::channel::{mem_pair, ChannelError, MsgWriter, Transport};
 use super::cost::{CommCounts, CommTally};
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use super::plan::offline_plan;
@@ -59,15 +59,59 @@ pub fn run_party(
     input: &[u64],
     n: usize,
 ) -> Result<PartyOutcome, ChannelError> {
-    let plan = offline_plan(model, thresholds, backend.options().truncation, n);
+    run_party_ahead(backend, model, thresholds, input, n, None)
+}
+
+/// As [`run_party`], with the offline phase prepared for `capacity` tokens
+/// before the input's length is known (`None`: for exactly `n`). After it
+/// the client announces its length n ≤ capacity in one message — the
+/// length is revealed by design anyway — and the forward consumes a prefix
+/// of the prepared material. The server passes `n = 0` and no input.
+///
+/// # Errors
+/// As [`run_party`], and a client length over the capacity.
+pub fn run_party_ahead(
+    backend: SharesBackend,
+    model: &EngineModel,
+    thresholds: &[LayerThresholds],
+    input: &[u64],
+    n: usize,
+    capacity: Option<usize>,
+) -> Result<PartyOutcome, ChannelError> {
+    let plan = offline_plan(model, thresholds, backend.options().truncation, capacity.unwrap_or(n));
+    let d = model.hidden();
     let ((trace, offline, refills), meter, comm) = run_protocol(backend, |b| {
         b.set_scope(OpClass::Input, None);
         b.offline_phase(model, &plan);
-        let x = b.input(input);
+        let (n, zeros) = match capacity {
+            None => (n, Vec::new()),
+            Some(cap) => {
+                let n = announce_length(b, n, cap);
+                (n, if b.is_server() { vec![0; n * d] } else { Vec::new() })
+            }
+        };
+        let x = b.input(if zeros.is_empty() { input } else { &zeros });
         let trace = forward_on(b, model, thresholds, x, n);
         (trace, b.offline(), b.refills())
     })?;
     Ok(PartyOutcome { trace, meter, comm, offline, refills })
+}
+
+/// The client tells the server its length (one one-way message).
+fn announce_length(b: &mut SharesBackend, n: usize, capacity: usize) -> usize {
+    if b.is_server() {
+        let got = b.recv_only();
+        let n = b.parse(&got, |rd| rd.u64s(1))[0] as usize;
+        if n == 0 || n > capacity {
+            let e = ChannelError::Garbage { at: " (the client's length)".into(), msg: format!("{n} tokens for an offline phase of {capacity}") };
+            b.ok::<()>(Err(e));
+        }
+        n
+    } else {
+        assert!(n <= capacity, "{n} tokens over the prepared {capacity}");
+        b.send_only(MsgWriter::new(b.ring()).u64s(&[n as u64]).finish());
+        n
+    }
 }
 
 /// Run `f` as one party, turning a protocol abort back into its error;

@@ -343,13 +343,19 @@ fn serve_and_ask(run: &Path) {
     assert!(!no.status.success() && String::from_utf8_lossy(&no.stderr).contains("--dealer"), "{}", String::from_utf8_lossy(&no.stderr));
     let (mut dealer, mut dealer_out, dealer_addr) = spawn_listening(&["dealer", "--listen", "127.0.0.1:0", "--timeout", "8", "--seed", "2"], None, "dealer listening on ");
     let (mut server, mut out, addr) = spawn_listening(
-        &["serve", "--listen", "127.0.0.1:0", "--sessions", "5", "--seed", "1", "--timeout", "20", "--dealer", &dealer_addr],
+        &["serve", "--listen", "127.0.0.1:0", "--sessions", "6", "--seed", "1", "--timeout", "20", "--dealer", &dealer_addr],
         Some(run),
         "listening on ",
     );
-    for sentence in ["good fine great", "bad awful poor bad"] {
-        let c = cp(&["client", "--json", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", sentence, "--seed", "3"], &[("--checkpoint", run)]);
-        let v = ok(&c);
+    let mut logits = vec![];
+    // The third is the first again with its offline phase prepared for 16
+    // tokens before its length is known: more offline bytes, the same
+    // online forward and logits.
+    for (sentence, ahead) in [("good fine great", None), ("bad awful poor bad", None), ("good fine great", Some("16"))] {
+        let mut args = vec!["client", "--json", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", sentence, "--seed", "3"];
+        args.extend(ahead.iter().flat_map(|n| ["--offline-tokens", *n]));
+        let v = ok(&cp(&args, &[("--checkpoint", run)]));
+        logits.push(v.clone());
         assert!(["0", "1"].contains(&v["prediction"].as_str().unwrap()), "SST-2's labels: {v}");
         assert_eq!(v["logits"].as_array().unwrap().len(), 2);
         assert_eq!(v["kept_per_layer"].as_array().unwrap().len(), 2);
@@ -357,6 +363,12 @@ fn serve_and_ask(run: &Path) {
         assert!(v["offline"]["bytes_received"].as_u64().unwrap() > 0 && v["offline"]["dealer_bytes"].as_u64().unwrap() > 0, "{v}");
         assert_eq!(v["pool_refills"], 0, "{v}");
     }
+    let off = |v: &serde_json::Value| v["offline"]["dealer_bytes"].as_u64().unwrap();
+    assert_eq!(logits[2]["logits"], logits[0]["logits"], "prepared ahead, the same result");
+    assert_eq!(logits[2]["kept_per_layer"], logits[0]["kept_per_layer"]);
+    assert!(off(&logits[2]) > off(&logits[0]), "16 tokens prepared, more than 5 need: {} vs {}", off(&logits[2]), off(&logits[0]));
+    let over = cp(&["client", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good fine great", "--offline-tokens", "3"], &[("--checkpoint", run)]);
+    assert!(!over.status.success() && String::from_utf8_lossy(&over.stderr).contains("more than the 3"), "{}", String::from_utf8_lossy(&over.stderr));
     // Garbage instead of a hello.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(&[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']).unwrap();
@@ -383,18 +395,18 @@ fn serve_and_ask(run: &Path) {
     assert!(status.success());
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest.matches("session").count(), 2, "{rest}");
+    assert_eq!(rest.matches("session").count(), 3, "{rest}");
     assert!(rest.contains("online") && rest.contains("offline"), "{rest}");
     let mut err = String::new();
     server.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("session 3 failed") && err.contains("hello"), "{err}");
-    assert!(err.contains("session 4 failed") && err.contains("client"), "the server names the client: {err}");
-    assert!(err.contains("session 5 failed") && err.contains("dealer") && err.contains("did not connect"), "{err}");
+    assert!(err.contains("session 4 failed") && err.contains("hello"), "{err}");
+    assert!(err.contains("session 5 failed") && err.contains("client"), "the server names the client: {err}");
+    assert!(err.contains("session 6 failed") && err.contains("dealer") && err.contains("did not connect"), "{err}");
     dealer.kill().unwrap();
     dealer.wait().unwrap();
     let mut dealt = String::new();
     dealer_out.read_to_string(&mut dealt).unwrap();
-    assert_eq!(dealt.matches("dealt").count(), 2, "{dealt}");
+    assert_eq!(dealt.matches("dealt").count(), 3, "{dealt}");
     // Nobody listens there any more.
     let c = cp(&["client", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good"], &[("--checkpoint", run)]);
     assert!(!c.status.success());
