@@ -14,7 +14,7 @@ use clap::Args;
 use rand::SeedableRng;
 
 use cipherprune::data::Task;
-use cipherprune::mpc::net::{run_client, run_dealer, serve_one, DealerOptions, ServerInfo, ServerModel, PROTOCOL};
+use cipherprune::mpc::net::{run_client, run_dealer, serve_one, ClientOptions, DealerOptions, ServerInfo, ServerModel, PROTOCOL};
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
@@ -194,7 +194,7 @@ pub fn client(args: ClientArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("tokenizing the sentence: {e}"))?;
     let weights = engine_weights(&loaded)?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), seed, Duration::from_secs(args.timeout.max(1)), args.offline_tokens)
+    let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), ClientOptions { seed, timeout: Duration::from_secs(args.timeout.max(1)), capacity: args.offline_tokens })
         .map_err(|e| anyhow::anyhow!("secure inference with {} failed: {e}", args.connect))?;
     let task = info.task(&None).ok().and_then(|t| Task::from_name(&t).ok());
     let names = task.map(|t| t.label_names()).unwrap_or(&[]);

@@ -261,9 +261,19 @@ pub struct ClientResult {
     pub wall: Duration,
 }
 
+/// How the client runs: `seed` masks the input, `timeout` bounds every
+/// receive, `capacity` prepares the offline phase for that many tokens
+/// before the length is known (`None`: for the sentence's own).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    pub seed: u64,
+    pub timeout: Duration,
+    pub capacity: Option<usize>,
+}
+
 /// Run one sentence against a server, with the dealer at `dealer`.
 /// `weights` is the client's copy of the model's public parts: its config
-/// and embedding table (nothing else is read). `seed` masks the input.
+/// and embedding table (nothing else is read).
 ///
 /// # Errors
 /// When the server or the dealer cannot be reached, the server is not a
@@ -275,10 +285,9 @@ pub fn run_client(
     weights: &BertWeights,
     ids: &[u32],
     type_ids: &[u32],
-    seed: u64,
-    timeout: Duration,
-    capacity: Option<usize>,
+    opts: ClientOptions,
 ) -> Result<ClientResult, ChannelError> {
+    let ClientOptions { seed, timeout, capacity } = opts;
     let start = Instant::now();
     if let Some(c) = capacity.filter(|&c| c < ids.len()) {
         return Err(ChannelError::Io(format!("the sentence has {} tokens, more than the {c} the offline phase is prepared for", ids.len())));
