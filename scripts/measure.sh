@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every number in the README's result tables, one job at a time
+# Reproduces every number in docs/RESULTS.md up to "Speed", one job at a time
 # (on 2 cores, concurrent candle jobs spin against each other). Idempotent
 # where the commands are: finished GLUE runs are skipped, the sweep resumes.
 # About 5 hours on 2 cores. Needs ../shared/glue (or pass a GLUE root).
