@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the GLUE fine-tuning numbers quoted in the README: one run
+# Reproduces the GLUE fine-tuning numbers quoted in docs/RESULTS.md: one run
 # directory per recipe under runs/glue/, each ending with dev.json from `eval`.
 # Idempotent: a finished run is skipped, an interrupted one resumes.
 # Usage: scripts/glue-runs.sh [GLUE_DIR] [NAME...]   (default ../shared/glue, all)

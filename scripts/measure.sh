@@ -10,10 +10,10 @@ cargo build --release --quiet
 bin=target/release/cipherprune
 mkdir -p runs/ablation
 
-# Fine-tuning (README "Fine-tuning"): our recipes, then HF's reference recipe on SST-2.
+# Fine-tuning (docs/RESULTS.md "Fine-tuning"): our recipes, then HF's reference recipe on SST-2.
 scripts/glue-runs.sh "$glue" sst2 mrpc
 
-# Threshold learning (README "Threshold learning"): the λ sweep on SST-2
+# Threshold learning (docs/RESULTS.md "Threshold learning"): the λ sweep on SST-2
 # (its λ = 0.3 point is configs/prune-sst2.yaml, the SST-2 result), the
 # other SST-2 rows, then MRPC.
 $bin sweep --config configs/prune-sst2.yaml --data-dir "$glue" --lambdas 0.1,0.3,0.5 --out runs/sweep-sst2 -q
@@ -52,7 +52,7 @@ for r in l05-t5 half half-l035 half-l03 half-t2 half-t10 half-pi half-pi-l045 ha
   $bin simulate --checkpoint runs/prune-sst2-$r --json > runs/ablation/sst2-$r.json
 done
 $bin simulate --checkpoint $sst --no-prune --json > runs/ablation/sst2-reduce.json
-# Fixed keep-ratio schedules against learned θ (README "Where the points go";
+# Fixed keep-ratio schedules against learned θ (docs/RESULTS.md "Where the points go";
 # the length groups are `by_length` in every JSON above).
 shape=0.883,0.789,0.765,0.798,0.637,0.774
 for k in $shape 0.812 0.7; do
@@ -63,18 +63,18 @@ $bin simulate --checkpoint runs/glue/sst2 --keep-ratio $shape --json > runs/abla
 # The secure checks below use the λ = 0.05 thresholds.
 sst=runs/prune-sst2
 
-# Secure evaluation (README "Simulated vs secure").
+# Secure evaluation (docs/RESULTS.md "Simulated vs secure").
 $bin export --checkpoint $sst --out runs/thresholds-sst2.yaml -q
 $bin export --checkpoint runs/prune-mrpc3 --out runs/thresholds-mrpc.yaml -q
 for ring in bolt cipherprune crypten; do
   $bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --ring $ring --json > runs/secure-sst2-$ring.json
 done
 $bin secure-eval --checkpoint runs/prune-mrpc3 --thresholds runs/thresholds-mrpc.yaml --ring bolt --json > runs/secure-mrpc-bolt.json
-# The ≤ 0.50 SST-2 run (README "The target is not met").
+# The ≤ 0.50 SST-2 run (docs/RESULTS.md "The target is not met").
 $bin export --checkpoint runs/prune-sst2-half --out runs/thresholds-sst2-half.yaml -q
 $bin secure-eval --checkpoint runs/prune-sst2-half --thresholds runs/thresholds-sst2-half.yaml --json > runs/secure-sst2-half-bolt.json
 
-# Two-party computation (README "Two-party computation"): SST-2 through the
+# Two-party computation (docs/RESULTS.md "Two-party computation"): SST-2 through the
 # protocol in-process, then the compactions and the BERT shapes.
 $bin secure-eval --checkpoint $sst --thresholds runs/thresholds-sst2.yaml --backend shares --limit 200 --json > runs/secure-sst2-shares.json
 mkdir -p runs/bench
@@ -84,7 +84,7 @@ for spec in medium:128:at-least base:128:at-least large:128:at-most medium:512:a
   $bin bench-2pc --shapes $s --tokens $t --cut $c --out runs/bench/shape-$s-$t-$c.json
 done
 
-# Speed (README "Speed").
+# Speed (docs/RESULTS.md "Speed").
 $bin bench --engine
 
 # The rest of GLUE for the record.
