@@ -211,7 +211,7 @@ pub fn secure_cost(model: &crate::secure::bert::EngineModel, plan: &Plan, shapes
         Masking::Ratio { .. } => (true, false),
         _ => (false, false),
     };
-    let switches = layer_switches(model.num_layers(), prune, reduce, 1.0);
+    let switches = layer_switches(model.num_layers(), prune, reduce);
     let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle };
     secure_ratios(model, &switches, proto, shapes)
 }

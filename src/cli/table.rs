@@ -66,9 +66,8 @@ pub fn run(args: TableArgs) -> Result<()> {
     let mut jsonl = String::new();
     let bars = || Bars::new(args.quiet);
     for (ft, pr) in &pairs {
-        let runs = [ft, pr].map(|c| Run::load(&RunSpec { checkpoint: c.clone(), split: "dev".into(), limit: args.limit, ..Default::default() }));
-        let [a, b] = runs;
-        let runs = [a?, b?];
+        let load = |c: &PathBuf| Run::load(&RunSpec { checkpoint: c.clone(), split: "dev".into(), limit: args.limit, ..Default::default() });
+        let runs = [load(ft)?, load(pr)?];
         if runs[0].task != runs[1].task {
             bail!("`{}` is {} but `{}` is {}", ft.display(), runs[0].task.name(), pr.display(), runs[1].task.name());
         }

@@ -101,6 +101,16 @@ fn sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok(((x * 0.5)?.tanh()? + 1.0)?.affine(0.5, 0.0)?)
 }
 
+/// The soft keep mask Mθ(i) = σ((S(i) − θ)/T) of live tokens, [CLS]
+/// (position 0) always 1: `scores` and `live` are (b, seq), `theta` is
+/// broadcast (a (1,) slice of the learned θ, or a constant).
+pub fn soft_keep(scores: &Tensor, theta: &Tensor, temperature: f64, live: &Tensor) -> Result<Tensor> {
+    let seq = scores.dim(1)?;
+    let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), scores.device())?;
+    let m = sigmoid(&(scores.broadcast_sub(theta)? / temperature)?)?;
+    Ok((m.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * live)?)
+}
+
 fn blend(hi: &Tensor, lo: &Tensor, w_low: &Tensor) -> Result<Tensor> {
     Ok((hi.broadcast_mul(&w_low.affine(-1.0, 1.0)?)? + lo.broadcast_mul(w_low)?)?)
 }
@@ -170,8 +180,7 @@ impl Bert {
                     Masking::Off => unreachable!(),
                     Masking::Soft { theta, beta, temperature, cumulative, per_input, .. } => {
                         let (th, be) = (theta.narrow(0, l, 1)?, beta.narrow(0, l, 1)?);
-                        let m_theta = sigmoid(&(s.broadcast_sub(&th)? / *temperature)?)?;
-                        let m_theta = (m_theta.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
+                        let m_theta = soft_keep(&s, &th, *temperature, &live)?;
                         let m_theta = match (cumulative, &soft_live) {
                             (false, _) => m_theta,
                             (true, None) => m_theta,

@@ -118,6 +118,6 @@ pub fn engine_shapes(results: &[crate::secure::bert::ForwardResult], real: impl 
 }
 
 /// Whether each layer prunes or reduces, as the cost model needs it.
-pub fn layer_switches(layers: usize, prune: bool, reduce: bool, exponent: f64) -> Vec<LayerThresholds> {
-    vec![LayerThresholds { theta: prune.then_some(0), beta: reduce.then_some(0), exponent }; layers]
+pub fn layer_switches(layers: usize, prune: bool, reduce: bool) -> Vec<LayerThresholds> {
+    vec![LayerThresholds { theta: prune.then_some(0), beta: reduce.then_some(0), ..Default::default() }; layers]
 }

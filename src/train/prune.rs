@@ -17,6 +17,7 @@ use super::progress::Observer;
 use super::trainer::{self, LoopSpec, Outcome, Stage};
 use crate::data::{batch::Batch, Encoded, Task};
 use crate::error::{Error, Result};
+use crate::model::forward::soft_keep;
 use crate::model::{params, Bert, ForwardCtx, Masking, Numerics, Plan};
 use crate::prune::config::PruneConfig;
 use crate::prune::simulate::{simulate, SimReport};
@@ -69,11 +70,6 @@ impl PruneStage {
     }
 }
 
-/// σ(x) through tanh (finite gradients everywhere).
-fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    Ok(((x * 0.5)?.tanh()? + 1.0)?.affine(0.5, 0.0)?)
-}
-
 impl PruneStage {
     /// The batch mean of the soft masks' expected relative FLOPs.
     ///
@@ -101,13 +97,10 @@ impl PruneStage {
                 surv = Some(s);
             }
         } else {
-            let (theta, _) = self.thr.values()?;
-            let seq = b.seq_len;
-            let cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 1f32 } else { 0.0 }).collect::<Vec<_>>(), (1, seq), dev)?;
+            let theta = self.thr.theta.as_tensor();
             let mut live = mask.clone();
             for (l, (s, hard)) in out.scores.iter().zip(&out.keep_masks).enumerate() {
-                let m = sigmoid(&((s - theta[l])? / self.cfg.temperature)?)?;
-                let m = (m.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * &live)?;
+                let m = soft_keep(s, &theta.narrow(0, l, 1)?.detach(), self.cfg.temperature, &live)?;
                 entering.push(live.sum(1)?);
                 kept.push(m.sum(1)?);
                 live = hard.clone();
