@@ -26,6 +26,7 @@ pub mod bench;
 pub mod bits;
 pub mod channel;
 pub mod cost;
+pub mod dcf;
 pub mod dealer;
 pub mod estimate;
 pub mod eval;
