@@ -212,7 +212,7 @@ pub fn secure_cost(model: &crate::secure::bert::EngineModel, plan: &Plan, shapes
         _ => (false, false),
     };
     let switches = layer_switches(model.num_layers(), prune, reduce);
-    let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle };
+    let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle, suite: Default::default() };
     secure_ratios(model, &switches, proto, shapes)
 }
 
@@ -248,7 +248,7 @@ pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimRep
     let agreement = preds.iter().zip(&sim.predictions).filter(|(a, b)| a == b).count() as f64 / preds.len().max(1) as f64;
     let overflows = results.iter().map(|r| r.run_overflow.count()).sum::<u64>() + model.encode_overflow().count();
     let shapes = engine_shapes(&results, run.data.iter().map(|e| e.len()));
-    let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle };
+    let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle, suite: Default::default() };
     let secure = secure_ratios(&model, &LayerThresholds::from_config(&ecfg, model.num_layers()), proto, &shapes);
     Ok(EngineCheck { metrics, agreement, overflows, secure })
 }

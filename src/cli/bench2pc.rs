@@ -10,6 +10,7 @@ use clap::Args;
 use cipherprune::mpc::bench::{compaction_point, shape, shape_run, Cut};
 use cipherprune::mpc::cost::{LAN, WAN};
 use cipherprune::mpc::eval::cost_report;
+use cipherprune::mpc::shares::Suite;
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::secure::report::OpClass;
 
@@ -38,6 +39,11 @@ pub struct Bench2pcArgs {
     /// Compaction used in the shape runs.
     #[arg(long, value_enum, default_value = "shuffle")]
     pub with: Compaction,
+    /// Comparisons and exact truncations: `and-tree` (bit correlations and a
+    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic).
+    #[arg(long = "protocol", value_enum, default_value = "and-tree")]
+    pub suite: Suite,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Also write the JSON report here (atomically).
@@ -80,7 +86,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
     let mut shapes = Vec::new();
     for s in &args.shapes {
         for &t in &args.tokens {
-            let r = shape_run(s, t, args.with, args.cut, args.seed, &|what| {
+            let r = shape_run(s, t, args.with, args.suite, args.cut, args.seed, &|what| {
                 if !args.json {
                     eprintln!("bert-{s} at {t} tokens: {what}");
                 }

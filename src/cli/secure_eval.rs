@@ -14,7 +14,7 @@ use cipherprune::model::Masking;
 use cipherprune::prune::check::{compare, shown, Comparison};
 use cipherprune::prune::simulate::simulate;
 use cipherprune::mpc::eval::{cost_report, run_examples, SharesInput, SharesSummary};
-use cipherprune::mpc::shares::SharesOptions;
+use cipherprune::mpc::shares::{SharesOptions, Suite};
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::secure::bert::{encode_input, EngineConfig, EngineModel, LayerThresholds};
 use cipherprune::secure::run::{run_all, totals, EngineInput};
@@ -79,6 +79,11 @@ pub struct SecureEvalArgs {
     /// (default shuffle: cheapest in every measurement, see the README)
     #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
+    /// Comparisons and exact truncations: `and-tree` (bit correlations and a
+    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic).
+    #[arg(long = "protocol", value_enum, default_value = "and-tree")]
+    pub suite: Suite,
 }
 
 /// The ring flags shared by `secure-eval` and `serve`.
@@ -169,7 +174,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     // The protocol's online cost from the engine's shapes (what a
     // two-party run of these thresholds reveals), without running it.
     let shapes = engine_shapes(&pruned, run.data.iter().map(|e| e.len()));
-    let proto = Protocol { truncation, compaction: args.compaction };
+    let proto = Protocol { truncation, compaction: args.compaction, suite: args.suite };
     let secure = secure_ratios(&model, &LayerThresholds::from_config(&pruned_cfg, model.num_layers()), proto, &shapes);
     report["secure_cost"] = serde_json::to_value(secure)?;
     report["secure_bytes_ratio"] = secure.bytes_ratio.into();
@@ -184,7 +189,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
                 Ok(SharesInput { input: encode_input(ring, &emb).0, tokens: e.input_ids.len() })
             })
             .collect::<Result<Vec<_>, cipherprune::secure::weights::WeightsError>>()?;
-        let opts = SharesOptions { truncation, compaction: args.compaction, analysis: false };
+        let opts = SharesOptions { truncation, compaction: args.compaction, analysis: false, suite: args.suite };
         let layers = model.num_layers();
         let mut both = Vec::new();
         for (what, cfg, results) in [("2PC", &pruned_cfg, &pruned), ("2PC full", &unpruned_cfg, &unpruned)] {

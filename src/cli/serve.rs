@@ -15,6 +15,7 @@ use rand::SeedableRng;
 
 use cipherprune::data::Task;
 use cipherprune::mpc::net::{run_client, run_dealer, serve_one, ClientOptions, DealerOptions, ServerInfo, ServerModel, PROTOCOL};
+use cipherprune::mpc::shares::Suite;
 use cipherprune::mpc::sort::Compaction;
 use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
@@ -49,6 +50,11 @@ pub struct ServeArgs {
     /// (default shuffle: cheapest in every measurement, see the README)
     #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
+    /// Comparisons and exact truncations: `and-tree` (bit correlations and a
+    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic).
+    #[arg(long = "protocol", value_enum, default_value = "and-tree")]
+    pub suite: Suite,
     /// Stop after this many sessions (0: serve until killed).
     #[arg(long, default_value_t = 0)]
     pub sessions: usize,
@@ -152,6 +158,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ring,
         truncation,
         compaction: args.compaction,
+        suite: args.suite,
         prune: thresholds.iter().map(|t| t.theta.is_some()).collect(),
         reduce: thresholds.iter().map(|t| t.beta.is_some()).collect(),
     };

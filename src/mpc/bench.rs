@@ -7,7 +7,7 @@ use super::cost::CommTally;
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use super::eval::SharesSummary;
 use super::session::{run_in_process, run_protocol};
-use super::shares::{SharesBackend, SharesOptions};
+use super::shares::{SharesBackend, SharesOptions, Suite};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::secure::backend::Backend;
@@ -84,7 +84,7 @@ pub fn compaction_point(c: Compaction, n: usize, pruned: usize, width: usize, se
         keep[idx.swap_remove(j)] = false;
     }
     let keys: Vec<u64> = keep.iter().map(|&k| ring.encode(k as u8 as f64)).collect();
-    let opts = SharesOptions { truncation: Truncation::Exact, compaction: c, analysis: false };
+    let opts = SharesOptions { truncation: Truncation::Exact, compaction: c, analysis: false, suite: Suite::AndTree };
     let prog = |b: &mut SharesBackend| {
         let xs = b.input(&x);
         let k = b.input(&keys);
@@ -235,7 +235,7 @@ pub struct ShapeRun {
 
 /// # Errors
 /// A protocol error (in-process: only a bug).
-pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, cut: Cut, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
+pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite, cut: Cut, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
     let config = shape(name).expect("known shape");
     let ring = Ring::BOLT;
     let layers = config.num_hidden_layers;
@@ -251,7 +251,7 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, cut: Cut, se
     let target = paper_schedule(layers, tokens);
     progress("calibrating thresholds");
     let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target, cut);
-    let opts = SharesOptions { truncation: Truncation::Exact, compaction, analysis: false };
+    let opts = SharesOptions { truncation: Truncation::Exact, compaction, analysis: false, suite };
     let mut out = Vec::new();
     let mut identical = true;
     for (what, cfg) in [

@@ -182,6 +182,12 @@ impl MsgWriter {
         self
     }
 
+    /// Opaque bytes (function-secret-sharing keys).
+    pub fn raw(mut self, b: &[u8]) -> Self {
+        self.buf.extend_from_slice(b);
+        self
+    }
+
     pub fn u64s(mut self, v: &[u64]) -> Self {
         for x in v {
             self.buf.extend_from_slice(&x.to_le_bytes());
@@ -243,6 +249,10 @@ impl<'a> MsgReader<'a> {
         let bytes = self.take(n.div_ceil(8), "bits")?;
         BitVec::from_bytes(n, bytes)
             .ok_or_else(|| ChannelError::Garbage { at: String::new(), msg: "padding bits are set".into() })
+    }
+
+    pub fn raw(&mut self, n: usize) -> Result<Vec<u8>, ChannelError> {
+        Ok(self.take(n, "key bytes")?.to_vec())
     }
 
     pub fn u64s(&mut self, n: usize) -> Result<Vec<u64>, ChannelError> {

@@ -83,6 +83,10 @@ pub mod pool {
     pub const B2A: u64 = 5;
     pub const MUX: u64 = 6;
     pub const AND_ARITH: u64 = 7;
+    /// DCF keys for one-round MSB ([`super::fss`]).
+    pub const DCF_MSB: u64 = 8;
+    /// DCF keys for one-round exact truncation by `p[0]` bits.
+    pub const DCF_TRUNC: u64 = 9;
     /// Flag on a kind: the same correlation from separate streams, dealt
     /// online (compaction and partition, whose sizes follow revealed counts).
     pub const ONLINE: u64 = 0x100;
@@ -105,6 +109,9 @@ pub struct PoolKey {
 enum CompKind {
     Ring,
     Bits,
+    /// Opaque bytes per unit: the correction words of a DCF key, which
+    /// the client forwards to the server.
+    Bytes(usize),
 }
 
 impl PoolKey {
@@ -116,6 +123,18 @@ impl PoolKey {
     }
     pub fn mat(m: usize, k: usize, n: usize) -> Self {
         PoolKey { kind: pool::MAT_TRIPLE, p: [m as u64, k as u64, n as u64] }
+    }
+    pub fn dcf_msb() -> Self {
+        PoolKey::of(pool::DCF_MSB)
+    }
+    pub fn dcf_trunc(k: u32) -> Self {
+        PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, 0, 0] }
+    }
+
+    /// Whether this pool holds DCF keys (whose correction words both
+    /// parties need).
+    pub fn is_fss(&self) -> bool {
+        matches!(self.kind & !pool::ONLINE, pool::DCF_MSB | pool::DCF_TRUNC)
     }
 
     /// The client's correction components and ring elements per unit.
@@ -134,6 +153,15 @@ impl PoolKey {
             }
             pool::MUX => (vec![Ring, Ring], 1),
             pool::AND_ARITH => (vec![Ring, Ring, Ring], 1),
+            pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring).cw_bytes()), Bits], 1),
+            pool::DCF_TRUNC => {
+                let k = self.p[0] as u32;
+                if k == 0 || k >= ring.bits() {
+                    return None;
+                }
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k);
+                (vec![Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()), Ring], 1)
+            }
             _ => return None,
         })
     }
@@ -142,7 +170,14 @@ impl PoolKey {
     fn unit_bytes(&self, ring: Ring) -> usize {
         let (l, unit) = self.layout(ring).expect("known pool");
         let rb = super::channel::ring_bytes(ring);
-        l.iter().map(|c| if *c == CompKind::Ring { unit * rb } else { 1 }).sum::<usize>().max(1)
+        l.iter()
+            .map(|c| match c {
+                CompKind::Ring => unit * rb,
+                CompKind::Bits => 1,
+                CompKind::Bytes(len) => *len,
+            })
+            .sum::<usize>()
+            .max(1)
     }
 
     fn stream(&self, comp: u64) -> u64 {
@@ -193,6 +228,11 @@ impl Stream {
     fn perm(&mut self, n: usize) -> Vec<usize> {
         random_perm(n, &mut self.rng)
     }
+    /// 128-bit seeds, two words each.
+    fn seeds(&mut self, n: usize) -> Vec<u128> {
+        use rand::RngCore;
+        (0..n).map(|_| super::dcf::root(self.rng.next_u64(), self.rng.next_u64())).collect()
+    }
 }
 
 /// All streams of one seed, made on first use.
@@ -216,6 +256,9 @@ impl Streams {
     }
     fn bits(&mut self, key: PoolKey, comp: u64, n: usize) -> BitVec {
         self.get(key.stream(comp)).bits(n)
+    }
+    fn seeds(&mut self, key: PoolKey, comp: u64, n: usize) -> Vec<u128> {
+        self.get(key.stream(comp)).seeds(n)
     }
     fn planes(&mut self, key: PoolKey, n: usize) -> Vec<BitVec> {
         (0..self.ring.bits() as u64).map(|b| self.bits(key, 8 + b, n)).collect()
@@ -275,6 +318,26 @@ pub struct AndArith {
     pub uva: Vec<u64>,
 }
 
+/// A random r (arithmetic shares), the shares of a DCF key for
+/// [r mod 2^(ℓ−1) > x] (root seed per element, correction words
+/// `cw_bytes` each) and ρ = msb(r) as a shared bit: one-round MSB.
+pub struct DcfMsb {
+    pub r: Vec<u64>,
+    pub rho: BitVec,
+    pub roots: Vec<u128>,
+    pub cw: Vec<u8>,
+}
+
+/// A random r, the shares of DCF keys for 2^(ℓ−k)·[r > z] and
+/// −[r mod 2^k > z mod 2^k], and ⌊r / 2^k⌋ shared: one-round exact
+/// truncation by k.
+pub struct DcfTrunc {
+    pub r: Vec<u64>,
+    pub roots: [Vec<u128>; 2],
+    pub cw: [Vec<u8>; 2],
+    pub high: Vec<u64>,
+}
+
 /// One party's side of a permutation correlation for σ known to one party:
 /// the knower holds (σ, Δ), the other (a, b) with σ(a) = b + Δ, so that
 /// [`super::sort`] can apply σ to shared rows with one message.
@@ -288,19 +351,34 @@ pub enum PermShare {
 enum Comp {
     Ring(Vec<u64>),
     Bits(BitVec),
+    /// `len` bytes per unit.
+    Bytes(Vec<u8>, usize),
 }
 
 impl Comp {
     fn ring(self) -> Vec<u64> {
         match self {
             Comp::Ring(v) => v,
-            Comp::Bits(_) => unreachable!("a ring component"),
+            _ => unreachable!("a ring component"),
         }
     }
     fn bits(self) -> BitVec {
         match self {
             Comp::Bits(b) => b,
-            Comp::Ring(_) => unreachable!("a bit component"),
+            _ => unreachable!("a bit component"),
+        }
+    }
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Comp::Bytes(b, _) => b,
+            _ => unreachable!("a bytes component"),
+        }
+    }
+    fn empty(kind: CompKind) -> Self {
+        match kind {
+            CompKind::Ring => Comp::Ring(Vec::new()),
+            CompKind::Bits => Comp::Bits(BitVec::zeros(0)),
+            CompKind::Bytes(len) => Comp::Bytes(Vec::new(), len),
         }
     }
 }
@@ -329,6 +407,7 @@ impl Pool {
                 .map(|(o, n)| match (o, n) {
                     (Comp::Ring(o), Comp::Ring(n)) => Comp::Ring([&o[pos * unit..], &n[..]].concat()),
                     (Comp::Bits(o), Comp::Bits(n)) => Comp::Bits(BitVec::concat(&[&o.slice(pos, have), &n])),
+                    (Comp::Bytes(o, len), Comp::Bytes(n, _)) => Comp::Bytes([&o[pos * len..], &n[..]].concat(), len),
                     _ => unreachable!("the same layout"),
                 })
                 .collect()
@@ -346,6 +425,18 @@ impl Pool {
             .map(|c| match c {
                 Comp::Ring(v) => Comp::Ring(v[pos * unit..(pos + n) * unit].to_vec()),
                 Comp::Bits(b) => Comp::Bits(b.slice(pos, n)),
+                Comp::Bytes(b, len) => Comp::Bytes(b[pos * len..(pos + n) * len].to_vec(), *len),
+            })
+            .collect()
+    }
+
+    /// The bytes components of the last `n` units (the keys just dealt).
+    fn tail_bytes(&self, n: usize) -> Vec<&[u8]> {
+        self.comps
+            .iter()
+            .filter_map(|c| match c {
+                Comp::Bytes(b, len) => Some(&b[b.len() - n * len..]),
+                _ => None,
             })
             .collect()
     }
@@ -442,6 +533,10 @@ impl Correlations {
         } else {
             k
         }
+    }
+
+    pub fn dealt_online(&self) -> bool {
+        self.dealt_online
     }
 
     /// Whether dealer traffic counts as online (the default) or offline.
@@ -544,6 +639,7 @@ impl Correlations {
             comps.push(match c {
                 CompKind::Ring => Comp::Ring(rd.ring(units * unit)?),
                 CompKind::Bits => Comp::Bits(rd.bits(units)?),
+                CompKind::Bytes(len) => Comp::Bytes(rd.raw(units * len)?, len),
             });
         }
         rd.done().map_err(|e| e.at("a reply from the dealer"))?;
@@ -556,7 +652,7 @@ impl Correlations {
     fn take(&mut self, key: PoolKey, n: usize) -> Result<Vec<Comp>, ChannelError> {
         if n == 0 {
             let (layout, _) = key.layout(self.ring).expect("known pool");
-            return Ok(layout.iter().map(|c| if *c == CompKind::Ring { Comp::Ring(Vec::new()) } else { Comp::Bits(BitVec::zeros(0)) }).collect());
+            return Ok(layout.into_iter().map(Comp::empty).collect());
         }
         let have = self.pools.get(&key).map_or(0, |p| p.have());
         if have < n {
@@ -681,6 +777,93 @@ impl Correlations {
             }
         };
         Ok(MuxCorr { t, t_arith, v, w })
+    }
+
+    // ---- DCF keys: the client forwards their correction words ----
+
+    /// Units of `key` at hand: the client's pool, or on the server the
+    /// correction words the client forwarded.
+    pub fn have(&self, key: PoolKey) -> usize {
+        self.pools.get(&key).map_or(0, Pool::have)
+    }
+
+    /// Client: the correction words of the last `units` units of each
+    /// pool, as one message body for the server.
+    pub fn keys_to_forward(&self, want: &[(PoolKey, usize)], mut msg: MsgWriter) -> MsgWriter {
+        for &(key, units) in want {
+            if units > 0 {
+                for b in self.pools[&key].tail_bytes(units) {
+                    msg = msg.raw(b);
+                }
+            }
+        }
+        msg
+    }
+
+    /// Server: store the correction words the client forwarded.
+    ///
+    /// # Errors
+    /// When the message is short.
+    pub fn store_forwarded(&mut self, want: &[(PoolKey, usize)], rd: &mut MsgReader) -> Result<(), ChannelError> {
+        for &(key, units) in want {
+            let (layout, unit) = key.layout(self.ring).expect("known pool");
+            let mut comps = Vec::new();
+            for c in layout {
+                if let CompKind::Bytes(len) = c {
+                    comps.push(Comp::Bytes(rd.raw(units * len)?, len));
+                }
+            }
+            self.pools.entry(key).or_insert(Pool { comps: Vec::new(), unit, pos: 0, units: 0 }).append(comps, units);
+        }
+        Ok(())
+    }
+
+    /// Server: units forwarded by the client; client: its own pool (filled
+    /// beforehand by the caller, see [`super::fss`]).
+    fn take_keys(&mut self, key: PoolKey, n: usize) -> Vec<Comp> {
+        let have = self.have(key);
+        assert!(have >= n, "DCF keys: {n} wanted, {have} at hand");
+        self.pools.get_mut(&key).expect("filled").take(n)
+    }
+
+    /// Client: fetch keys (a refill when the pool was planned).
+    ///
+    /// # Errors
+    /// When the dealer hangs up, stalls or replies garbage.
+    pub fn refill_keys(&mut self, want: &[(PoolKey, usize)]) -> Result<(), ChannelError> {
+        if self.online {
+            self.refills += want.iter().filter(|(k, _)| self.planned.contains(k)).count() as u64;
+        }
+        self.prefill(want)
+    }
+
+    /// Drop the keys of every layer but `layer` (they are dealt per layer).
+    pub fn drop_keys_except(&mut self, layer: usize) {
+        self.pools.retain(|k, _| !k.is_fss() || super::fss::key_layer(k).is_none_or(|l| l == layer));
+    }
+
+    pub fn dcf_msb(&mut self, k: PoolKey, n: usize) -> DcfMsb {
+        let r = self.streams.ring(k, 0, n);
+        let roots = self.streams.seeds(k, 2, n);
+        let mut c = self.take_keys(k, n).into_iter();
+        let cw = c.next().expect("cw").bytes();
+        let rho = match self.party {
+            Party::Server => self.streams.bits(k, 1, n),
+            Party::Client => c.next().expect("ρ").bits(),
+        };
+        DcfMsb { r, rho, roots, cw }
+    }
+
+    pub fn dcf_trunc(&mut self, k: PoolKey, n: usize) -> DcfTrunc {
+        let r = self.streams.ring(k, 0, n);
+        let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
+        let mut c = self.take_keys(k, n).into_iter();
+        let cw = [c.next().expect("cw").bytes(), c.next().expect("cw").bytes()];
+        let high = match self.party {
+            Party::Server => self.streams.ring(k, 4, n),
+            Party::Client => c.next().expect("high").ring(),
+        };
+        DcfTrunc { r, roots, cw, high }
     }
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
@@ -896,6 +1079,23 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             let v = v0.xor(&v1).to_u64s();
             let uv = arith::mul_cyclic(ring, &u, &v);
             out.ring(&arith::sub(ring, &u, &ua0)).ring(&arith::sub(ring, &v, &va0)).ring(&arith::sub(ring, &uv, &uva0))
+        }
+        pool::DCF_MSB => {
+            let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
+            let rho0 = p0.bits(key, 1, n);
+            let keys = super::fss::deal_msb(ring, &r, &p0.seeds(key, 2, n), &p1.seeds(key, 2, n));
+            out.raw(&keys).bits(&BitVec::plane(&r, ring.bits() - 1).xor(&rho0))
+        }
+        pool::DCF_TRUNC => {
+            let shift = key.p[0] as u32;
+            if shift == 0 || shift >= ring.bits() {
+                return Err(format!("a truncation by {shift} bits"));
+            }
+            let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
+            let roots = [(p0.seeds(key, 2, n), p1.seeds(key, 2, n)), (p0.seeds(key, 3, n), p1.seeds(key, 3, n))];
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &roots);
+            let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
+            out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
         }
         k => return Err(format!("unknown pool kind {k}")),
     })

@@ -8,6 +8,7 @@
 //! exactly.
 
 use super::lengths::{Counts, Lengths};
+use super::shares::Suite;
 use super::sort::Compaction;
 use crate::fixed::Truncation;
 use crate::prune::simulate::ExampleShape;
@@ -46,6 +47,7 @@ impl std::ops::AddAssign for OnlineCost {
 pub struct Protocol {
     pub truncation: Truncation,
     pub compaction: Compaction,
+    pub suite: Suite,
 }
 
 /// The online cost of one example of `shape` (pruned as it says where
@@ -56,7 +58,7 @@ pub struct Protocol {
 /// kept than enter.
 pub fn online_cost(model: &EngineModel, thresholds: &[LayerThresholds], proto: Protocol, shape: &ExampleShape) -> OnlineCost {
     let n = shape.real;
-    let mut b = Lengths::new(model.ring(), proto.truncation, proto.compaction, Counts::Shape(shape));
+    let mut b = Lengths::new(model.ring(), proto, Counts::Shape(shape));
     b.set_scope(OpClass::Input, None);
     let x = b.input(&vec![0; n * model.hidden()]);
     forward_on(&mut b, model, thresholds, x, n);

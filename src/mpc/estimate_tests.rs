@@ -4,7 +4,7 @@
 
 use super::estimate::{online_cost, unpruned_cost, OnlineCost, Protocol};
 use super::session::run_in_process;
-use super::shares::SharesOptions;
+use super::shares::{SharesOptions, Suite};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::prune::simulate::ExampleShape;
@@ -27,12 +27,15 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
     let mut pruned_somewhere = false;
     let mut reduced_somewhere = false;
     let cases = [
-        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 1.0),
-        (Ring::BOLT, Truncation::Exact, Compaction::Swap, 0.5),
-        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0),
-        (Ring::CRYPTEN, Truncation::Probabilistic { seed: 1 }, Compaction::Shuffle, 0.0),
+        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 1.0, Suite::AndTree),
+        (Ring::BOLT, Truncation::Exact, Compaction::Swap, 0.5, Suite::AndTree),
+        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::AndTree),
+        (Ring::CRYPTEN, Truncation::Probabilistic { seed: 1 }, Compaction::Shuffle, 0.0, Suite::AndTree),
+        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 0.5, Suite::Fss),
+        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::Fss),
+        (Ring::CRYPTEN, Truncation::Exact, Compaction::Swap, 1.0, Suite::Fss),
     ];
-    for (i, (ring, truncation, compaction, p)) in cases.into_iter().enumerate() {
+    for (i, (ring, truncation, compaction, p, suite)) in cases.into_iter().enumerate() {
         let m = EngineModel::from_weights(&w, &ring);
         // p rescales the bound: θ·n^(1-p) keeps the same share of tokens.
         let scale = |t: f64| t * 9f64.powf(1.0 - p);
@@ -43,7 +46,7 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
         let emb = w.embed(&ids, None).unwrap();
         let plain = forward(&m, &cfg, &emb, n, 0);
         let (input, _) = encode_input(ring, &emb);
-        let opts = SharesOptions { truncation, compaction, analysis: true }; // peeks are uncounted; they give the trace its reduced rows
+        let opts = SharesOptions { truncation, compaction, analysis: true, suite }; // peeks are uncounted; they give the trace its reduced rows
         let run = run_in_process(&m, &m.public_shape(), &thr, opts, &input, n, i as u64).unwrap();
         if truncation == Truncation::Exact {
             assert_eq!(run.logits_ring, plain.logits_ring, "case {i}: the protocol still matches the engine");
@@ -56,7 +59,7 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
         let shape = ExampleShape { real: n, entering, kept: kept.clone(), reduced: t.reduced_per_layer.iter().map(Vec::len).collect() };
         pruned_somewhere |= kept.iter().any(|&k| k < n);
         reduced_somewhere |= shape.reduced.iter().any(|&r| r > 0);
-        let proto = Protocol { truncation, compaction };
+        let proto = Protocol { truncation, compaction, suite };
         assert_eq!(online_cost(&m, &thr, proto, &shape), measured(&run), "case {i} ({compaction:?}, p = {p}), shape {shape:?}");
         // Unpruned: no comparisons, no compaction.
         let none = vec![LayerThresholds::default(); 2];

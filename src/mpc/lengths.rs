@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use super::channel::ring_bytes;
 use super::dealer::{pool, PoolKey};
-use super::estimate::OnlineCost;
+use super::estimate::{OnlineCost, Protocol};
+use super::fss;
+use super::shares::Suite;
 use super::sort::Compaction;
 use crate::fixed::cost::swap_compaction;
 use crate::fixed::{Ring, Truncation};
@@ -31,6 +33,7 @@ pub(super) struct Lengths<'a> {
     ring: Ring,
     truncation: Truncation,
     compaction: Compaction,
+    suite: Suite,
     counts: Counts<'a>,
     meter: Meter,
     /// Messages between the parties.
@@ -48,8 +51,9 @@ fn bits(n: usize) -> u64 {
 }
 
 impl<'a> Lengths<'a> {
-    pub(super) fn new(ring: Ring, truncation: Truncation, compaction: Compaction, counts: Counts<'a>) -> Self {
-        Lengths { ring, truncation, compaction, counts, meter: Meter::default(), cost: OnlineCost::default(), pools: BTreeMap::new(), matrices: BTreeMap::new(), vectors: BTreeMap::new() }
+    pub(super) fn new(ring: Ring, proto: Protocol, counts: Counts<'a>) -> Self {
+        let Protocol { truncation, compaction, suite } = proto;
+        Lengths { ring, truncation, compaction, suite, counts, meter: Meter::default(), cost: OnlineCost::default(), pools: BTreeMap::new(), matrices: BTreeMap::new(), vectors: BTreeMap::new() }
     }
 
     fn w(&self) -> u64 {
@@ -313,6 +317,12 @@ impl Backend for Lengths<'_> {
         if k == 0 || n == 0 || self.truncation != Truncation::Exact {
             return n;
         }
+        if self.suite == Suite::Fss {
+            let key = fss::trunc_key(k, self.meter.scope().layer);
+            self.draw(key, n);
+            self.open(n);
+            return n;
+        }
         let l = self.ring.bits() as usize;
         self.draw(PoolKey::masked_bits(Some(k)), n);
         self.open(n);
@@ -323,7 +333,11 @@ impl Backend for Lengths<'_> {
         n
     }
     fn msb(&mut self, a: &usize) -> usize {
-        if *a > 0 {
+        if *a > 0 && self.suite == Suite::Fss {
+            let key = fss::msb_key(self.meter.scope().layer);
+            self.draw(key, *a);
+            self.open(*a);
+        } else if *a > 0 {
             self.draw(PoolKey::masked_bits(None), *a);
             self.msb_protocol(*a);
         }

@@ -29,6 +29,7 @@ pub mod cost;
 pub mod dcf;
 pub mod dealer;
 pub mod estimate;
+pub mod fss;
 pub mod eval;
 mod lengths;
 pub mod net;

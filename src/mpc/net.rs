@@ -21,7 +21,7 @@ use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use super::session::{client_thresholds, run_party, run_party_ahead, PartyOutcome};
-use super::shares::{SharesBackend, SharesOptions};
+use super::shares::{SharesBackend, SharesOptions, Suite};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::secure::bert::{EngineModel, LayerThresholds};
@@ -89,6 +89,9 @@ pub struct ServerInfo {
     pub ring: Ring,
     pub truncation: Truncation,
     pub compaction: Compaction,
+    /// Comparisons and truncations (older servers: the AND tree).
+    #[serde(default)]
+    pub suite: Suite,
     /// Per layer: does it prune / reduce.
     pub prune: Vec<bool>,
     pub reduce: Vec<bool>,
@@ -107,7 +110,7 @@ impl ServerModel {
     }
 
     fn options(&self) -> SharesOptions {
-        SharesOptions { truncation: self.info.truncation, compaction: self.info.compaction, analysis: false }
+        SharesOptions { truncation: self.info.truncation, compaction: self.info.compaction, analysis: false, suite: self.info.suite }
     }
 }
 
@@ -325,7 +328,7 @@ pub fn run_client(
         .map(|(&p, &r)| LayerThresholds { theta: p.then_some(0), beta: r.then_some(0), ..Default::default() })
         .collect();
     let (seed1, dealer_conn) = dealer_seed(dealer, "client", &w.session, info.ring, timeout)?;
-    let opts = SharesOptions { truncation: info.truncation, compaction: info.compaction, analysis: false };
+    let opts = SharesOptions { truncation: info.truncation, compaction: info.compaction, analysis: false, suite: info.suite };
     let corr = Correlations::client(info.ring, seed1, Box::new(dealer_conn));
     let b = SharesBackend::new(Party::Client, info.ring, opts, Box::new(party), corr, seed);
     let outcome = run_party_ahead(b, &shape, &client_thresholds(&thresholds), &input, n, capacity)?;

@@ -9,7 +9,8 @@
 //! counted there.
 
 use super::lengths::{Counts, Lengths};
-use super::shares::OfflinePlan;
+use super::estimate::Protocol;
+use super::shares::{OfflinePlan, Suite};
 use super::sort::Compaction;
 use crate::fixed::Truncation;
 use crate::secure::bert::{forward_on, EngineModel, LayerThresholds};
@@ -17,10 +18,11 @@ use crate::secure::bert::{forward_on, EngineModel, LayerThresholds};
 /// The offline plan of one inference of `n` tokens on `model` (the
 /// server's or the client's public shape: only shapes, ids and which layers
 /// prune or reduce matter).
-pub fn offline_plan(model: &EngineModel, thresholds: &[LayerThresholds], truncation: Truncation, n: usize) -> OfflinePlan {
+pub fn offline_plan(model: &EngineModel, thresholds: &[LayerThresholds], truncation: Truncation, suite: Suite, n: usize) -> OfflinePlan {
     let run = |all_low: bool| {
         // The compaction does not matter: it draws from streams dealt online.
-        let mut g = Lengths::new(model.ring(), truncation, Compaction::Shuffle, Counts::AllLive { all_low });
+        let proto = Protocol { truncation, compaction: Compaction::Shuffle, suite };
+        let mut g = Lengths::new(model.ring(), proto, Counts::AllLive { all_low });
         forward_on(&mut g, model, thresholds, n * model.hidden(), n);
         g
     };

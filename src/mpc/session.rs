@@ -78,7 +78,7 @@ pub fn run_party_ahead(
     n: usize,
     capacity: Option<usize>,
 ) -> Result<PartyOutcome, ChannelError> {
-    let plan = offline_plan(model, thresholds, backend.options().truncation, capacity.unwrap_or(n));
+    let plan = offline_plan(model, thresholds, backend.options().truncation, backend.options().suite, capacity.unwrap_or(n));
     let d = model.hidden();
     let ((trace, offline, refills), meter, comm) = run_protocol(backend, |b| {
         b.set_scope(OpClass::Input, None);

@@ -35,11 +35,24 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Abort(pub ChannelError);
 
+/// How comparisons (MSB) and exact truncations run: on the dealer's bit
+/// correlations with a comparison circuit (an AND tree, 1 + ⌈log₂ ℓ⌉
+/// rounds), or on its DCF keys (function secret sharing, one round;
+/// [`super::fss`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Suite {
+    #[default]
+    AndTree,
+    Fss,
+}
+
 /// Options both parties must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SharesOptions {
     pub truncation: Truncation,
     pub compaction: Compaction,
+    pub suite: Suite,
     /// Let [`Backend::peek`] open values (uncounted) for the report's
     /// trace. Only for in-process evaluation: a deployment never peeks.
     pub analysis: bool,
@@ -63,6 +76,10 @@ pub struct SharesBackend {
     /// while the client finishes its offline phase).
     awaiting_input: bool,
     pub(super) offline: CommCounts,
+    /// The offline plan's DCF keys, dealt one layer at a time ([`super::fss`]).
+    key_plan: Vec<(PoolKey, usize)>,
+    /// Layers (`None`: outside the layers) whose keys were dealt.
+    keys_dealt: Vec<Option<usize>>,
     #[cfg(test)]
     pub(super) leak: Leak,
 }
@@ -122,6 +139,8 @@ impl SharesBackend {
             in_offline: false,
             awaiting_input: false,
             offline: CommCounts::default(),
+            key_plan: Vec::new(),
+            keys_dealt: Vec::new(),
             #[cfg(test)]
             leak: Leak::None,
         }
@@ -142,6 +161,8 @@ impl SharesBackend {
         self.in_offline = true;
         self.corr.set_online(false);
         let r = self.ring;
+        let (keys, pools): (Vec<_>, Vec<_>) = plan.pools.iter().partition(|(k, _)| k.is_fss());
+        self.key_plan = keys;
         if self.is_server() {
             let mut msg = MsgWriter::new(r);
             for &(id, _, i, o) in &plan.matrices {
@@ -168,7 +189,7 @@ impl SharesBackend {
             want.extend(plan.vectors.iter().map(|&(id, n, len)| (true, id, n, len, 0)));
             let c1 = self.corr.linear_c1_many(&want);
             let c1 = self.ok(c1);
-            let f = self.corr.prefill(&plan.pools);
+            let f = self.corr.prefill(&pools);
             self.ok(f);
             let wmbs = wmb.0.into_iter().chain(wmb.1);
             for ((&(vector, id, rows, i, o), c1), wmb) in want.iter().zip(c1).zip(wmbs) {
@@ -184,6 +205,27 @@ impl SharesBackend {
         self.corr.set_online(true);
         self.scope_since = Instant::now();
         self.awaiting_input = true;
+    }
+
+    /// Before a layer: its DCF keys from the dealer, forwarded to the
+    /// server; offline traffic and time (they do not depend on the input).
+    fn deal_layer_keys(&mut self, layer: Option<usize>) {
+        let start = Instant::now();
+        self.keys_dealt.push(layer);
+        if let Some(l) = layer {
+            self.corr.drop_keys_except(l);
+        }
+        let want: Vec<(PoolKey, usize)> = self.key_plan.iter().copied().filter(|(k, _)| super::fss::key_layer(k) == layer).collect();
+        let was = std::mem::replace(&mut self.in_offline, true);
+        self.corr.set_online(false);
+        self.forward_keys(&want, true);
+        self.corr.set_online(!was);
+        self.in_offline = was;
+        let off = self.corr.offline_traffic();
+        self.offline.dealer_bytes = off.bytes;
+        self.offline.dealer_round_trips = off.round_trips;
+        self.offline.time_ns += start.elapsed().as_nanos() as u64;
+        self.scope_since = Instant::now();
     }
 
     /// Offline traffic and time so far.
@@ -618,6 +660,9 @@ impl Backend for SharesBackend {
         let before = self.meter.scope();
         self.charge_time(before);
         self.meter.set_scope(class, layer);
+        if !self.key_plan.is_empty() && !self.keys_dealt.contains(&layer) {
+            self.deal_layer_keys(layer);
+        }
     }
 
     fn len(&self, x: &Vec<u64>) -> usize {
@@ -837,6 +882,7 @@ impl Backend for SharesBackend {
             return a.clone();
         }
         match self.opts.truncation {
+            Truncation::Exact if self.fss_here() => self.truncate_fss(a, k),
             Truncation::Exact => self.truncate_exact(a, k),
             Truncation::Probabilistic { .. } => self.truncate_local(a, k),
         }
@@ -846,6 +892,9 @@ impl Backend for SharesBackend {
         self.counts(PrimitiveCounts { comparisons: a.len() as u64, ..Default::default() });
         if a.is_empty() {
             return BitVec::zeros(0);
+        }
+        if self.fss_here() {
+            return self.msb_fss(a);
         }
         self.msb_protocol(a)
     }

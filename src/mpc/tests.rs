@@ -6,7 +6,7 @@
 use super::channel::{mem_pair, ChannelError, MsgWriter, Transport};
 use super::dealer::{serve_dealer, session_seeds, Correlations, Party};
 use super::session::run_in_process;
-use super::shares::{Abort, SharesBackend, SharesOptions};
+use super::shares::{Abort, SharesBackend, SharesOptions, Suite};
 use super::sort::Compaction;
 use crate::fixed::approx::{gelu, layer_norm, softmax, tanh, Degree};
 use crate::fixed::{Ring, Truncation};
@@ -25,7 +25,7 @@ trait Prog: Sync {
 }
 
 fn opts(compaction: Compaction) -> SharesOptions {
-    SharesOptions { truncation: Truncation::Exact, compaction, analysis: true }
+    SharesOptions { truncation: Truncation::Exact, compaction, analysis: true, suite: Suite::AndTree }
 }
 
 fn model(ring: Ring) -> EngineModel {
@@ -34,11 +34,14 @@ fn model(ring: Ring) -> EngineModel {
 
 /// The program on two parties (threads) with a dealer; the opened output.
 fn on_shares(ring: Ring, compaction: Compaction, _m: &EngineModel, prog: &impl Prog) -> Vec<u64> {
+    on_shares_with(ring, opts(compaction), prog)
+}
+
+fn on_shares_with(ring: Ring, o: SharesOptions, prog: &impl Prog) -> Vec<u64> {
     let seeds = session_seeds(&mut ChaCha8Rng::seed_from_u64(9));
     let t = Duration::from_secs(60);
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
-    let o = opts(compaction);
     let (s0, s1) = std::thread::scope(|s| {
         s.spawn(move || {
             let mut d = d;
@@ -107,7 +110,10 @@ fn primitives_match_the_engine_bit_for_bit() {
     for ring in [Ring::BOLT, Ring::CIPHERPRUNE, Ring::CRYPTEN, Ring::new(20, 6).unwrap()] {
         let prog = Primitives { x: values(ring, 150, 1), y: values(ring, 150, 2) };
         let m = model(ring);
-        assert_eq!(on_shares(ring, Compaction::Swap, &m, &prog), on_plain(ring, &prog), "ring {ring}");
+        let plain = on_plain(ring, &prog);
+        assert_eq!(on_shares(ring, Compaction::Swap, &m, &prog), plain, "ring {ring}");
+        let fss = SharesOptions { suite: Suite::Fss, ..opts(Compaction::Swap) };
+        assert_eq!(on_shares_with(ring, fss, &prog), plain, "ring {ring}, DCF keys");
     }
 }
 
@@ -141,7 +147,9 @@ fn approximations_match_the_engine_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x: Vec<u64> = (0..4 * w).map(|_| ring.encode(rng.gen_range(-4.0..4.0))).collect();
     let prog = Approximations { x, gamma };
-    assert_eq!(on_shares(ring, Compaction::Shuffle, &m, &prog), on_plain(ring, &prog));
+    let plain = on_plain(ring, &prog);
+    assert_eq!(on_shares(ring, Compaction::Shuffle, &m, &prog), plain);
+    assert_eq!(on_shares_with(ring, SharesOptions { suite: Suite::Fss, ..opts(Compaction::Shuffle) }, &prog), plain, "DCF keys");
 }
 
 struct Rows {
@@ -200,13 +208,14 @@ fn pruned_forward_is_bit_identical_to_the_engine() {
     let thr = LayerThresholds::from_config(&cfg, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let mut pruned_somewhere = false;
-    for (i, c) in [Compaction::Swap, Compaction::Shuffle, Compaction::Bitonic, Compaction::Shuffle].into_iter().enumerate() {
+    let cases = [(Compaction::Swap, Suite::AndTree), (Compaction::Shuffle, Suite::Fss), (Compaction::Bitonic, Suite::Fss), (Compaction::Shuffle, Suite::AndTree), (Compaction::Swap, Suite::Fss)];
+    for (i, (c, suite)) in cases.into_iter().enumerate() {
         let ids: Vec<u32> = (0..rng.gen_range(6..13)).map(|_| rng.gen_range(0..50)).collect();
         let emb = w.embed(&ids, None).unwrap();
         let plain = forward(&m, &cfg, &emb, ids.len(), 0);
         let (input, _) = encode_input(ring, &emb);
-        let run = run_in_process(&m, &shape, &thr, opts(c), &input, ids.len(), i as u64).unwrap();
-        assert_eq!(run.logits_ring, plain.logits_ring, "example {i}, {c:?}");
+        let run = run_in_process(&m, &shape, &thr, SharesOptions { suite, ..opts(c) }, &input, ids.len(), i as u64).unwrap();
+        assert_eq!(run.logits_ring, plain.logits_ring, "example {i}, {c:?}, {suite:?}");
         assert_eq!(run.client.trace.kept_per_layer, plain.kept_per_layer);
         assert_eq!(run.client.trace.reduced_per_layer, plain.reduced_per_layer);
         pruned_somewhere |= plain.kept_per_layer.iter().any(|k| k.len() < ids.len());
@@ -305,7 +314,7 @@ fn views(model: &EngineModel, input: &[u64], n: usize, seeds: ([u8; 32], [u8; 32
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
     let (ls, lc, ld) = (Arc::default(), Arc::default(), Arc::default());
-    let o = SharesOptions { truncation: Truncation::Exact, compaction: Compaction::Shuffle, analysis: false };
+    let o = SharesOptions { truncation: Truncation::Exact, compaction: Compaction::Shuffle, analysis: false, suite: Suite::AndTree };
     let zeros = vec![0; input.len()];
     let logits = std::thread::scope(|s| {
         let mut dt = Tap { inner: d, log: Arc::clone(&ld) };

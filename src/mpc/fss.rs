@@ -1,0 +1,175 @@
+//! One-round MSB and exact truncation from the dealer's DCF keys
+//! ([`super::dcf`]), the way SIGMA and LLAMA (REFERENCE.md §9) replace
+//! comparison circuits: the parties open x + r once and each evaluates its
+//! key on the opened value; what a circuit of AND gates took
+//! ⌈log₂ ℓ⌉ more rounds for, the key computes locally.
+//!
+//! **MSB.** With y = x + r opened and primes the low ℓ − 1 bits,
+//! msb(x) = msb(y) ⊕ msb(r) ⊕ [y′ < r′]. The dealer deals r, msb(r) as a
+//! shared bit and a DCF of ℓ − 1 bits for α = r′, β = 1 in Z₂: the parties
+//! get XOR shares of [y′ < r′] directly.
+//!
+//! **Exact truncation by k** (the signed value's ⌊x / 2^k⌋, as the engine's
+//! `exact` mode). With u = x + 2^(ℓ−1) (unsigned), z = u + r opened and
+//! u = z − r + 2^ℓ·[z < r]:
+//! ⌊u / 2^k⌋ = ⌊z / 2^k⌋ − ⌊r / 2^k⌋ − [z mod 2^k < r mod 2^k] + 2^(ℓ−k)·[z < r],
+//! and the result is that minus 2^(ℓ−1−k). Two DCFs in Z_{2^ℓ}: ℓ bits for
+//! α = r, β = 2^(ℓ−k), and k bits for α = r mod 2^k, β = −1; ⌊r / 2^k⌋
+//! shared. Exact for every x, one round.
+//!
+//! **Keys.** Both parties' keys share their correction words; each
+//! party's root seeds come from its own seed (as all its correlations do), so
+//! the dealer sends the correction words to the client, which forwards
+//! them to the server (they are half of the server's key, which by itself
+//! hides α). Keys are dealt one layer at a time (pools keyed by layer):
+//! before a layer starts the client fetches that layer's keys and forwards
+//! them, and both the bytes and the time are counted as offline traffic —
+//! they do not depend on the input — while memory holds one layer's keys,
+//! not the model's.
+
+use super::arith;
+use super::bits::BitVec;
+use super::channel::{MsgReader, MsgWriter};
+use super::dcf::{Dcf, Prg};
+use super::dealer::PoolKey;
+use super::shares::{SharesBackend, Suite};
+use crate::fixed::Ring;
+
+/// The MSB's key family: ℓ − 1 input bits, output in Z₂.
+pub fn msb_dcf(r: Ring) -> Dcf {
+    Dcf::new(r.bits() - 1, 1)
+}
+
+/// Truncation by k: (the ℓ-bit wrap, the k-bit borrow), outputs in Z_{2^ℓ}.
+pub fn trunc_dcfs(r: Ring, k: u32) -> (Dcf, Dcf) {
+    (Dcf::new(r.bits(), r.bits()), Dcf::new(k, r.bits()))
+}
+
+/// The dealer: correction words of MSB keys for masks `r`.
+pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u8> {
+    let d = msb_dcf(ring);
+    let prg = Prg::default();
+    let low = (1u64 << (ring.bits() - 1)) - 1;
+    let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
+    for j in 0..r.len() {
+        d.gen(&prg, r[j] & low, 1, [s0[j], s1[j]], &mut out);
+    }
+    out
+}
+
+/// The dealer: correction words of truncation keys for masks `r`, roots
+/// per DCF as (server's, client's).
+pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2]) -> (Vec<u8>, Vec<u8>) {
+    let (d1, d2) = trunc_dcfs(ring, k);
+    let prg = Prg::default();
+    let (wrap, borrow) = (ring.reduce(1 << (ring.bits() - k)), ring.mask());
+    let lo = (1u64 << k) - 1;
+    let mut k1 = Vec::with_capacity(r.len() * d1.cw_bytes());
+    let mut k2 = Vec::with_capacity(r.len() * d2.cw_bytes());
+    for j in 0..r.len() {
+        d1.gen(&prg, r[j], wrap, [roots[0].0[j], roots[0].1[j]], &mut k1);
+        d2.gen(&prg, r[j] & lo, borrow, [roots[1].0[j], roots[1].1[j]], &mut k2);
+    }
+    (k1, k2)
+}
+
+/// The pool of a layer's keys (`None`: outside the layers).
+pub(super) fn msb_key(layer: Option<usize>) -> PoolKey {
+    let mut k = PoolKey::dcf_msb();
+    k.p[1] = layer.map_or(0, |l| l as u64 + 1);
+    k
+}
+
+pub(super) fn trunc_key(k: u32, layer: Option<usize>) -> PoolKey {
+    let mut key = PoolKey::dcf_trunc(k);
+    key.p[1] = layer.map_or(0, |l| l as u64 + 1);
+    key
+}
+
+/// The layer a pool's keys belong to (`None`: outside the layers).
+pub(super) fn key_layer(key: &PoolKey) -> Option<usize> {
+    key.p[1].checked_sub(1).map(|l| l as usize)
+}
+
+impl SharesBackend {
+    /// Whether MSB and truncation run on DCF keys here (compaction networks
+    /// draw from online streams and keep the comparison circuit).
+    pub(super) fn fss_here(&self) -> bool {
+        self.opts.suite == Suite::Fss && !self.corr.dealt_online()
+    }
+
+    fn layer(&mut self) -> Option<usize> {
+        crate::secure::backend::Backend::meter(self).scope().layer
+    }
+
+    /// Client: fetch the keys of `want` from the dealer (when `fetch`) and
+    /// forward their correction words to the server; server: receive them.
+    pub(super) fn forward_keys(&mut self, want: &[(PoolKey, usize)], fetch: bool) {
+        let want: Vec<(PoolKey, usize)> = want.iter().copied().filter(|&(_, n)| n > 0).collect();
+        if want.is_empty() {
+            return;
+        }
+        if self.is_server() {
+            let got = self.recv_only();
+            let mut rd = MsgReader::new(self.ring, &got);
+            let r = self.corr.store_forwarded(&want, &mut rd).and_then(|()| rd.done());
+            self.ok(r.map_err(|e| e.at("DCF keys from the client")));
+        } else {
+            if fetch {
+                let r = self.corr.refill_keys(&want);
+                self.ok(r);
+            }
+            let msg = self.corr.keys_to_forward(&want, MsgWriter::new(self.ring)).finish();
+            self.send_only(msg);
+        }
+    }
+
+    /// Both parties: `n` units of `key` at hand. Normally the layer's keys
+    /// came before it; what a shape needs beyond the plan is dealt now
+    /// (online, counted as a refill).
+    fn keys_for(&mut self, key: PoolKey, n: usize) {
+        let have = self.corr.have(key);
+        if have < n {
+            self.forward_keys(&[(key, n - have)], true);
+        }
+    }
+
+    pub(super) fn msb_fss(&mut self, x: &[u64]) -> BitVec {
+        let (n, r) = (x.len(), self.ring);
+        let key = msb_key(self.layer());
+        self.keys_for(key, n);
+        let m = self.corr.dcf_msb(key, n);
+        let y = self.open(&arith::add(r, x, &m.r));
+        let low = (1u64 << (r.bits() - 1)) - 1;
+        let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
+        let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &m.roots, &m.cw, &ys);
+        let c = BitVec::from_bools(&c.iter().map(|&v| v == 1).collect::<Vec<_>>());
+        self.xor_public(&c.xor(&m.rho), &BitVec::plane(&y, r.bits() - 1))
+    }
+
+    pub(super) fn truncate_fss(&mut self, x: &[u64], k: u32) -> Vec<u64> {
+        let (n, r, l) = (x.len(), self.ring, self.ring.bits());
+        assert!(k < l, "truncation by {k} bits in a {l}-bit ring");
+        let key = trunc_key(k, self.layer());
+        self.keys_for(key, n);
+        let m = self.corr.dcf_trunc(key, n);
+        let half = 1u64 << (l - 1);
+        let u = self.plus_public(x, &[half]);
+        let z = self.open(&arith::add(r, &u, &m.r));
+        let (d1, d2) = trunc_dcfs(r, k);
+        let (prg, b) = (Prg::default(), self.party.index());
+        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &z);
+        let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
+        let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
+        let server = self.is_server();
+        (0..n)
+            .map(|i| {
+                let mut v = r.sub(r.add(wrap[i], borrow[i]), m.high[i]);
+                if server {
+                    v = r.add(v, r.sub(z[i] >> k, half >> k));
+                }
+                v
+            })
+            .collect()
+    }
+}
