@@ -153,7 +153,7 @@ impl PoolKey {
             }
             pool::MUX => (vec![Ring, Ring], 1),
             pool::AND_ARITH => (vec![Ring, Ring, Ring], 1),
-            pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring).cw_bytes()), Bits], 1),
+            pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring).cw_bytes()), Ring], 1),
             pool::DCF_TRUNC => {
                 let k = self.p[0] as u32;
                 if k == 0 || k >= ring.bits() {
@@ -319,11 +319,11 @@ pub struct AndArith {
 }
 
 /// A random r (arithmetic shares), the shares of a DCF key for
-/// [r mod 2^(ℓ−1) > x] (root seed per element, correction words
-/// `cw_bytes` each) and ρ = msb(r) as a shared bit: one-round MSB.
+/// (1 − 2ρ)·[r mod 2^(ℓ−1) > x] (root seed per element, correction words
+/// `cw_bytes` each) and ρ = msb(r) shared in the ring: one-round MSB.
 pub struct DcfMsb {
     pub r: Vec<u64>,
-    pub rho: BitVec,
+    pub rho: Vec<u64>,
     pub roots: Vec<u128>,
     pub cw: Vec<u8>,
 }
@@ -848,8 +848,8 @@ impl Correlations {
         let mut c = self.take_keys(k, n).into_iter();
         let cw = c.next().expect("cw").bytes();
         let rho = match self.party {
-            Party::Server => self.streams.bits(k, 1, n),
-            Party::Client => c.next().expect("ρ").bits(),
+            Party::Server => self.streams.ring(k, 1, n),
+            Party::Client => c.next().expect("ρ").ring(),
         };
         DcfMsb { r, rho, roots, cw }
     }
@@ -1082,9 +1082,10 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
         }
         pool::DCF_MSB => {
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
-            let rho0 = p0.bits(key, 1, n);
+            let rho0 = p0.ring(key, 1, n);
             let keys = super::fss::deal_msb(ring, &r, &p0.seeds(key, 2, n), &p1.seeds(key, 2, n));
-            out.raw(&keys).bits(&BitVec::plane(&r, ring.bits() - 1).xor(&rho0))
+            let rho: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - 1)).collect();
+            out.raw(&keys).ring(&arith::sub(ring, &rho, &rho0))
         }
         pool::DCF_TRUNC => {
             let shift = key.p[0] as u32;

@@ -5,9 +5,12 @@
 //! ⌈log₂ ℓ⌉ more rounds for, the key computes locally.
 //!
 //! **MSB.** With y = x + r opened and primes the low ℓ − 1 bits,
-//! msb(x) = msb(y) ⊕ msb(r) ⊕ [y′ < r′]. The dealer deals r, msb(r) as a
-//! shared bit and a DCF of ℓ − 1 bits for α = r′, β = 1 in Z₂: the parties
-//! get XOR shares of [y′ < r′] directly.
+//! msb(x) = msb(y) ⊕ ρ ⊕ [y′ < r′], ρ = msb(r). The dealer deals r, ρ shared
+//! in the ring and a DCF of ℓ − 1 bits for α = r′ with β = 1 − 2ρ in
+//! Z_{2^ℓ}, so that ρ + β·[y′ < r′] = ρ ⊕ [y′ < r′] and, with msb(y) = m
+//! public, msb(x) = m + (1 − 2m)(ρ ⊕ [y′ < r′]): ring shares of the bit in
+//! one round, whose low bits are its XOR shares. Turning the bit into a
+//! ring value (B2A) is then free.
 //!
 //! **Exact truncation by k** (the signed value's ⌊x / 2^k⌋, as the engine's
 //! `exact` mode). With u = x + 2^(ℓ−1) (unsigned), z = u + r opened and
@@ -32,12 +35,12 @@ use super::bits::BitVec;
 use super::channel::{MsgReader, MsgWriter};
 use super::dcf::{Dcf, Prg};
 use super::dealer::PoolKey;
-use super::shares::{SharesBackend, Suite};
+use super::shares::{SharedBits, SharesBackend, Suite};
 use crate::fixed::Ring;
 
-/// The MSB's key family: ℓ − 1 input bits, output in Z₂.
+/// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}.
 pub fn msb_dcf(r: Ring) -> Dcf {
-    Dcf::new(r.bits() - 1, 1)
+    Dcf::new(r.bits() - 1, r.bits())
 }
 
 /// Truncation by k: (the ℓ-bit wrap, the k-bit borrow), outputs in Z_{2^ℓ}.
@@ -52,7 +55,8 @@ pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u
     let low = (1u64 << (ring.bits() - 1)) - 1;
     let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
     for j in 0..r.len() {
-        d.gen(&prg, r[j] & low, 1, [s0[j], s1[j]], &mut out);
+        let beta = if (r[j] >> (ring.bits() - 1)) & 1 == 1 { ring.neg(1) } else { 1 };
+        d.gen(&prg, r[j] & low, beta, [s0[j], s1[j]], &mut out);
     }
     out
 }
@@ -134,7 +138,7 @@ impl SharesBackend {
         }
     }
 
-    pub(super) fn msb_fss(&mut self, x: &[u64]) -> BitVec {
+    pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
         let (n, r) = (x.len(), self.ring);
         let key = msb_key(self.layer());
         self.keys_for(key, n);
@@ -143,8 +147,18 @@ impl SharesBackend {
         let low = (1u64 << (r.bits() - 1)) - 1;
         let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
         let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &m.roots, &m.cw, &ys);
-        let c = BitVec::from_bools(&c.iter().map(|&v| v == 1).collect::<Vec<_>>());
-        self.xor_public(&c.xor(&m.rho), &BitVec::plane(&y, r.bits() - 1))
+        let server = self.is_server();
+        let a: Vec<u64> = (0..n)
+            .map(|i| {
+                let t = r.add(m.rho[i], c[i]); // ρ ⊕ [y′ < r′]
+                match (y[i] >> (r.bits() - 1) == 1, server) {
+                    (false, _) => t,
+                    (true, true) => r.sub(1, t),
+                    (true, false) => r.neg(t),
+                }
+            })
+            .collect();
+        SharedBits { x: BitVec::plane(&a, 0), a: Some(a) }
     }
 
     pub(super) fn truncate_fss(&mut self, x: &[u64], k: u32) -> Vec<u64> {

@@ -210,7 +210,8 @@ fn bitonic_steps(n: usize) -> Vec<usize> {
 
 impl Backend for Lengths<'_> {
     type Arith = usize;
-    type Bits = usize;
+    /// (length, whether ring shares came with the bits: B2A is free).
+    type Bits = (usize, bool);
     /// (rows, rows in the low group).
     type Partition = (usize, usize);
 
@@ -223,8 +224,8 @@ impl Backend for Lengths<'_> {
     fn len(&self, x: &usize) -> usize {
         *x
     }
-    fn bits_len(&self, b: &usize) -> usize {
-        *b
+    fn bits_len(&self, b: &(usize, bool)) -> usize {
+        b.0
     }
     fn input(&mut self, values: &[u64]) -> usize {
         let w = self.w();
@@ -247,7 +248,7 @@ impl Backend for Lengths<'_> {
     fn peek(&mut self, _: &usize) -> Option<Vec<u64>> {
         None
     }
-    fn peek_bits(&mut self, _: &usize) -> Option<Vec<bool>> {
+    fn peek_bits(&mut self, _: &(usize, bool)) -> Option<Vec<bool>> {
         None
     }
     fn add(&mut self, a: &usize, _: &usize) -> usize {
@@ -288,14 +289,14 @@ impl Backend for Lengths<'_> {
     fn sum_chunks(&mut self, x: &usize, chunk: usize) -> usize {
         x / chunk
     }
-    fn not(&mut self, b: &usize) -> usize {
+    fn not(&mut self, b: &(usize, bool)) -> (usize, bool) {
         *b
     }
-    fn bits_public(&mut self, v: &[bool]) -> usize {
-        v.len()
+    fn bits_public(&mut self, v: &[bool]) -> (usize, bool) {
+        (v.len(), true)
     }
-    fn bits_concat(&mut self, parts: &[&usize]) -> usize {
-        parts.iter().copied().sum()
+    fn bits_concat(&mut self, parts: &[&(usize, bool)]) -> (usize, bool) {
+        (parts.iter().map(|p| p.0).sum(), parts.iter().all(|p| p.1))
     }
     fn mul(&mut self, a: &usize, _: &usize) -> usize {
         self.draw(PoolKey::of(pool::TRIPLE), *a);
@@ -332,29 +333,35 @@ impl Backend for Lengths<'_> {
         self.exchange(3 * bits(n));
         n
     }
-    fn msb(&mut self, a: &usize) -> usize {
-        if *a > 0 && self.suite == Suite::Fss {
+    fn msb(&mut self, a: &usize) -> (usize, bool) {
+        if *a == 0 {
+            return (0, true);
+        }
+        if self.suite == Suite::Fss {
             let key = fss::msb_key(self.meter.scope().layer);
             self.draw(key, *a);
             self.open(*a);
-        } else if *a > 0 {
-            self.draw(PoolKey::masked_bits(None), *a);
-            self.msb_protocol(*a);
+            return (*a, true);
         }
-        *a
+        self.draw(PoolKey::masked_bits(None), *a);
+        self.msb_protocol(*a);
+        (*a, false)
     }
-    fn mux(&mut self, b: &usize, _: &usize, _: &usize) -> usize {
-        self.draw(PoolKey::of(pool::MUX), *b);
-        self.mux_protocol(*b);
-        *b
+    fn mux(&mut self, b: &(usize, bool), _: &usize, _: &usize) -> usize {
+        let n = b.0;
+        self.draw(PoolKey::of(pool::MUX), n);
+        self.mux_protocol(n);
+        n
     }
-    fn b2a(&mut self, b: &usize) -> usize {
-        self.draw(PoolKey::of(pool::B2A), *b);
-        self.exchange(bits(*b));
-        *b
+    fn b2a(&mut self, b: &(usize, bool)) -> usize {
+        if !b.1 {
+            self.draw(PoolKey::of(pool::B2A), b.0);
+            self.exchange(bits(b.0));
+        }
+        b.0
     }
-    fn compact_rows(&mut self, _: &usize, width: usize, keep: &usize) -> usize {
-        let n = *keep;
+    fn compact_rows(&mut self, _: &usize, width: usize, keep: &(usize, bool)) -> usize {
+        let n = keep.0;
         let kept = match self.counts {
             Counts::AllLive { .. } => n,
             Counts::Shape(s) => {
@@ -368,8 +375,8 @@ impl Backend for Lengths<'_> {
         self.apply_schedule(n, n - kept, width);
         kept * width
     }
-    fn partition(&mut self, low: &usize, width: usize) -> (usize, usize) {
-        let n = *low;
+    fn partition(&mut self, low: &(usize, bool), width: usize) -> (usize, usize) {
+        let n = low.0;
         let reduced = match self.counts {
             Counts::AllLive { all_low } => if all_low { n } else { 0 },
             Counts::Shape(s) => s.reduced[self.layer()],

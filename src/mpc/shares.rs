@@ -31,6 +31,22 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::time::Instant;
 
+/// Shared bits as the shares backend holds them: XOR shares, and where the
+/// protocol that made them gave them for free (a comparison on DCF keys),
+/// also their additive shares in the ring, so that turning them into ring
+/// values costs nothing.
+#[derive(Clone, Debug)]
+pub struct SharedBits {
+    pub x: BitVec,
+    pub a: Option<Vec<u64>>,
+}
+
+impl SharedBits {
+    fn xor(x: BitVec) -> Self {
+        SharedBits { x, a: None }
+    }
+}
+
 /// The payload a failed protocol step unwinds with.
 #[derive(Debug)]
 pub struct Abort(pub ChannelError);
@@ -645,7 +661,7 @@ impl SharesBackend {
 
 impl Backend for SharesBackend {
     type Arith = Vec<u64>;
-    type Bits = BitVec;
+    type Bits = SharedBits;
     type Partition = Schedule;
 
     fn ring(&self) -> Ring {
@@ -669,7 +685,8 @@ impl Backend for SharesBackend {
         x.len()
     }
 
-    fn bits_len(&self, b: &BitVec) -> usize {
+    fn bits_len(&self, b: &SharedBits) -> usize {
+        let b = &b.x;
         b.len()
     }
 
@@ -729,7 +746,8 @@ impl Backend for SharesBackend {
         Some(arith::add(self.ring, x, &peer))
     }
 
-    fn peek_bits(&mut self, b: &BitVec) -> Option<Vec<bool>> {
+    fn peek_bits(&mut self, b: &SharedBits) -> Option<Vec<bool>> {
+        let b = &b.x;
         if !self.opts.analysis {
             return None;
         }
@@ -789,24 +807,25 @@ impl Backend for SharesBackend {
         x.chunks(chunk).map(|c| r.reduce(c.iter().fold(0u64, |s, &v| s.wrapping_add(v)))).collect()
     }
 
-    fn not(&mut self, b: &BitVec) -> BitVec {
+    fn not(&mut self, b: &SharedBits) -> SharedBits {
+        let r = self.ring;
         if self.is_server() {
-            b.not()
+            SharedBits { x: b.x.not(), a: b.a.as_ref().map(|a| a.iter().map(|&v| r.sub(1, v)).collect()) }
         } else {
-            b.clone()
+            SharedBits { x: b.x.clone(), a: b.a.as_ref().map(|a| a.iter().map(|&v| r.neg(v)).collect()) }
         }
     }
 
-    fn bits_public(&mut self, v: &[bool]) -> BitVec {
-        if self.is_server() {
-            BitVec::from_bools(v)
-        } else {
-            BitVec::zeros(v.len())
-        }
+    fn bits_public(&mut self, v: &[bool]) -> SharedBits {
+        let x = if self.is_server() { BitVec::from_bools(v) } else { BitVec::zeros(v.len()) };
+        let a = x.to_u64s();
+        SharedBits { x, a: Some(a) }
     }
 
-    fn bits_concat(&mut self, parts: &[&BitVec]) -> BitVec {
-        BitVec::concat(parts)
+    fn bits_concat(&mut self, parts: &[&SharedBits]) -> SharedBits {
+        let x = BitVec::concat(&parts.iter().map(|p| &p.x).collect::<Vec<_>>());
+        let a = parts.iter().map(|p| p.a.clone()).collect::<Option<Vec<_>>>().map(|v| v.concat());
+        SharedBits { x, a }
     }
 
     fn mul(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
@@ -888,18 +907,19 @@ impl Backend for SharesBackend {
         }
     }
 
-    fn msb(&mut self, a: &Vec<u64>) -> BitVec {
+    fn msb(&mut self, a: &Vec<u64>) -> SharedBits {
         self.counts(PrimitiveCounts { comparisons: a.len() as u64, ..Default::default() });
         if a.is_empty() {
-            return BitVec::zeros(0);
+            return SharedBits { x: BitVec::zeros(0), a: Some(Vec::new()) };
         }
         if self.fss_here() {
             return self.msb_fss(a);
         }
-        self.msb_protocol(a)
+        SharedBits::xor(self.msb_protocol(a))
     }
 
-    fn mux(&mut self, b: &BitVec, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
+    fn mux(&mut self, b: &SharedBits, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
+        let b = &b.x;
         assert!(b.len() == if_one.len() && b.len() == if_zero.len(), "mux: lengths {} {} {}", b.len(), if_one.len(), if_zero.len());
         self.counts(PrimitiveCounts { muxes: b.len() as u64, ..Default::default() });
         if b.is_empty() {
@@ -908,14 +928,17 @@ impl Backend for SharesBackend {
         self.mux_protocol(b, if_one, if_zero)
     }
 
-    fn b2a(&mut self, b: &BitVec) -> Vec<u64> {
-        self.counts(PrimitiveCounts { b2a: b.len() as u64, ..Default::default() });
-        self.bits_to_ring(b)
+    fn b2a(&mut self, b: &SharedBits) -> Vec<u64> {
+        self.counts(PrimitiveCounts { b2a: b.x.len() as u64, ..Default::default() });
+        match &b.a {
+            Some(a) => a.clone(),
+            None => self.bits_to_ring(&b.x),
+        }
     }
 
-    fn compact_rows(&mut self, x: &Vec<u64>, width: usize, keep: &BitVec) -> Vec<u64> {
-        assert_eq!(x.len(), keep.len() * width, "compact_rows: {} rows of {width}", keep.len());
-        let drop = self.not(keep);
+    fn compact_rows(&mut self, x: &Vec<u64>, width: usize, keep: &SharedBits) -> Vec<u64> {
+        assert_eq!(x.len(), keep.x.len() * width, "compact_rows: {} rows of {width}", keep.x.len());
+        let drop = self.not(keep).x;
         let sch = self.build_schedule(&drop);
         let (n, moved) = (sch.rows(), sch.tail());
         self.counts(swap_compaction(n, moved, width));
@@ -923,8 +946,8 @@ impl Backend for SharesBackend {
         sorted[..(n - moved) * width].to_vec()
     }
 
-    fn partition(&mut self, low: &BitVec, width: usize) -> Schedule {
-        let sch = self.build_schedule(low);
+    fn partition(&mut self, low: &SharedBits, width: usize) -> Schedule {
+        let sch = self.build_schedule(&low.x);
         self.counts(swap_compaction(sch.rows(), sch.tail(), width));
         sch
     }

@@ -176,7 +176,7 @@ impl SharesBackend {
                         diff.push(if i & k == 0 { r.sub(keys[l], keys[i]) } else { r.sub(keys[i], keys[l]) });
                     }
                 }
-                let swap = self.uncounted(|b| crate::secure::backend::Backend::msb(b, &diff));
+                let swap = self.uncounted(|b| crate::secure::backend::Backend::msb(b, &diff)).x;
                 let step = SwapStep { pairs, swap };
                 keys = self.swap_rows(&step, &keys, 1);
                 steps.push(step);
@@ -276,7 +276,7 @@ impl SharesBackend {
         let left: Vec<u64> = li.iter().map(|&i| x[i]).collect();
         let right: Vec<u64> = ri.iter().map(|&i| x[i]).collect();
         let bits = step.swap.gather(&(0..li.len()).map(|i| i / width).collect::<Vec<_>>());
-        let new_left = self.uncounted(|b| crate::secure::backend::Backend::mux(b, &bits, &right, &left));
+        let new_left = self.uncounted(|b| crate::secure::backend::Backend::mux(b, &super::shares::SharedBits { x: bits, a: None }, &right, &left));
         let mut out = x.to_vec();
         for (k, (&i, &j)) in li.iter().zip(&ri).enumerate() {
             out[i] = new_left[k];
