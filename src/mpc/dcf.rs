@@ -116,43 +116,70 @@ impl Dcf {
         self.n as usize * (16 + 1 + g) + g
     }
 
-    /// The correction words of one key pair for f(x) = β·[x < α], from the
-    /// two root seeds, appended to `out`.
-    pub fn gen(&self, prg: &Prg, alpha: u64, beta: u64, roots: [u128; 2], out: &mut Vec<u8>) {
-        let g = self.group;
-        let gb = g.bytes();
-        let mut s = roots;
-        let mut t = [false, true];
-        let mut va = 0u64;
-        let mut e = Vec::with_capacity(2);
-        for i in (0..self.n).rev() {
+    /// The correction words of key pairs j for f_j(x) = β_j·[x < α_j], from
+    /// their two root seeds, appended to `out` key after key.
+    pub fn gen(&self, prg: &Prg, alphas: &[u64], betas: &[u64], roots: &[[u128; 2]], out: &mut Vec<u8>) {
+        assert!(alphas.len() == betas.len() && alphas.len() == roots.len(), "dcf gen: lengths differ");
+        let (len, at) = (self.cw_bytes(), out.len());
+        out.resize(at + len * alphas.len(), 0);
+        for (c, ((a, b), r)) in alphas.chunks(CHUNK).zip(betas.chunks(CHUNK)).zip(roots.chunks(CHUNK)).enumerate() {
+            let start = at + c * CHUNK * len;
+            self.gen_chunk(prg, a, b, r, &mut out[start..start + a.len() * len]);
+        }
+    }
+
+    /// Level by level over a few hundred keys, so that the AES calls
+    /// pipeline and the correction words being written stay in cache.
+    fn gen_chunk(&self, prg: &Prg, alphas: &[u64], betas: &[u64], roots: &[[u128; 2]], out: &mut [u8]) {
+        let (g, gb, len, m) = (self.group, self.group.bytes(), self.cw_bytes(), alphas.len());
+        let mut s: Vec<u128> = roots.iter().flat_map(|r| [r[0], r[1]]).collect();
+        let mut t: Vec<bool> = (0..2 * m).map(|i| i % 2 == 1).collect();
+        let mut va = vec![0u64; m];
+        let mut e = Vec::with_capacity(2 * m);
+        for (level, i) in (0..self.n).rev().enumerate() {
             prg.expand(&s, &mut e);
-            let a = (alpha >> i) & 1 == 1;
-            let (keep, lose) = if a { (1, 0) } else { (0, 1) };
-            let s_cw = e[0].s[lose] ^ e[1].s[lose];
-            let mut v_cw = g.sign(t[1], g.sub(g.sub(e[1].v[lose], e[0].v[lose]), va));
-            if lose == 0 {
-                v_cw = g.add(v_cw, g.sign(t[1], beta));
-            }
-            va = g.add(g.sub(va, e[1].v[keep]), g.add(e[0].v[keep], g.sign(t[1], v_cw)));
-            let t_cw = [e[0].t[0] ^ e[1].t[0] ^ a ^ true, e[0].t[1] ^ e[1].t[1] ^ a];
-            out.extend_from_slice(&s_cw.to_le_bytes());
-            out.push(t_cw[0] as u8 | (t_cw[1] as u8) << 1);
-            out.extend_from_slice(&v_cw.to_le_bytes()[..gb]);
-            for b in 0..2 {
-                s[b] = e[b].s[keep] ^ if t[b] { s_cw } else { 0 };
-                t[b] = e[b].t[keep] ^ (t[b] && t_cw[keep]);
+            for j in 0..m {
+                let (e0, e1) = (e[2 * j], e[2 * j + 1]);
+                let (t0, t1) = (t[2 * j], t[2 * j + 1]);
+                let a = (alphas[j] >> i) & 1 == 1;
+                let (keep, lose) = if a { (1, 0) } else { (0, 1) };
+                let s_cw = e0.s[lose] ^ e1.s[lose];
+                let mut v_cw = g.sign(t1, g.sub(g.sub(e1.v[lose], e0.v[lose]), va[j]));
+                if lose == 0 {
+                    v_cw = g.add(v_cw, g.sign(t1, betas[j]));
+                }
+                va[j] = g.add(g.sub(va[j], e1.v[keep]), g.add(e0.v[keep], g.sign(t1, v_cw)));
+                let t_cw = [e0.t[0] ^ e1.t[0] ^ a ^ true, e0.t[1] ^ e1.t[1] ^ a];
+                let cw = &mut out[j * len + level * (17 + gb)..];
+                cw[..16].copy_from_slice(&s_cw.to_le_bytes());
+                cw[16] = t_cw[0] as u8 | (t_cw[1] as u8) << 1;
+                cw[17..17 + gb].copy_from_slice(&v_cw.to_le_bytes()[..gb]);
+                s[2 * j] = e0.s[keep] ^ if t0 { s_cw } else { 0 };
+                s[2 * j + 1] = e1.s[keep] ^ if t1 { s_cw } else { 0 };
+                t[2 * j] = e0.t[keep] ^ (t0 && t_cw[keep]);
+                t[2 * j + 1] = e1.t[keep] ^ (t1 && t_cw[keep]);
             }
         }
-        let last = g.sign(t[1], g.sub(g.sub(convert(g, s[1]), convert(g, s[0])), va));
-        out.extend_from_slice(&last.to_le_bytes()[..gb]);
+        for j in 0..m {
+            let last = g.sign(t[2 * j + 1], g.sub(g.sub(convert(g, s[2 * j + 1]), convert(g, s[2 * j])), va[j]));
+            out[(j + 1) * len - gb..(j + 1) * len].copy_from_slice(&last.to_le_bytes()[..gb]);
+        }
     }
 
     /// Party `b`'s shares of f(x_j) for keys j: root seeds `roots[j]`,
     /// correction words `cws[j·cw_bytes ..]`, public inputs `xs[j]`.
     pub fn eval(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
-        let (g, gb, len) = (self.group, self.group.bytes(), self.cw_bytes());
+        let len = self.cw_bytes();
         assert!(roots.len() == xs.len() && cws.len() == len * xs.len(), "dcf eval: {} roots, {} inputs, {} bytes", roots.len(), xs.len(), cws.len());
+        let mut out = Vec::with_capacity(xs.len());
+        for (r, (x, c)) in roots.chunks(CHUNK).zip(xs.chunks(CHUNK).zip(cws.chunks(CHUNK * len))) {
+            out.extend(self.eval_chunk(prg, party, r, c, x));
+        }
+        out
+    }
+
+    fn eval_chunk(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
+        let (g, gb, len) = (self.group, self.group.bytes(), self.cw_bytes());
         let neg = party == 1;
         let word = |bytes: &[u8]| {
             let mut w = [0u8; 8];
@@ -166,11 +193,10 @@ impl Dcf {
         for (level, i) in (0..self.n).rev().enumerate() {
             prg.expand(&s, &mut e);
             for j in 0..xs.len() {
-                let cw = &cws[j * len + level * (17 + gb)..];
                 let side = ((xs[j] >> i) & 1) as usize;
-                let (mut sj, mut tj, vj) = (e[j].s[side], e[j].t[side], e[j].v[side] & g.mask);
-                let mut add = vj;
+                let (mut sj, mut tj, mut add) = (e[j].s[side], e[j].t[side], e[j].v[side] & g.mask);
                 if t[j] {
+                    let cw = &cws[j * len + level * (17 + gb)..];
                     sj ^= u128::from_le_bytes(cw[..16].try_into().expect("16 bytes"));
                     tj ^= (cw[16] >> side) & 1 == 1;
                     add = g.add(add, word(&cw[17..17 + gb]));
@@ -191,6 +217,9 @@ impl Dcf {
     }
 }
 
+/// Keys per batch of [`Dcf::gen`] and [`Dcf::eval`].
+const CHUNK: usize = 256;
+
 /// A 128-bit root seed from two stream words.
 pub fn root(lo: u64, hi: u64) -> u128 {
     lo as u128 | (hi as u128) << 64
@@ -205,7 +234,7 @@ mod tests {
         let prg = Prg::default();
         let roots = [rng.gen::<u128>(), rng.gen::<u128>()];
         let mut cw = Vec::new();
-        d.gen(&prg, alpha, beta, roots, &mut cw);
+        d.gen(&prg, &[alpha], &[beta], &[roots], &mut cw);
         assert_eq!(cw.len(), d.cw_bytes());
         let cws: Vec<u8> = xs.iter().flat_map(|_| cw.iter().copied()).collect();
         let y0 = d.eval(&prg, 0, &vec![roots[0]; xs.len()], &cws, xs);
@@ -253,8 +282,8 @@ mod tests {
         let d = Dcf::new(36, 1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        d.gen(&prg, 0, 1, [rng.gen(), rng.gen()], &mut a);
-        d.gen(&prg, (1 << 36) - 1, 1, [rng.gen(), rng.gen()], &mut b);
+        d.gen(&prg, &[0], &[1], &[[rng.gen(), rng.gen()]], &mut a);
+        d.gen(&prg, &[(1 << 36) - 1], &[1], &[[rng.gen(), rng.gen()]], &mut b);
         let step = 17 + d.group.bytes();
         let seeds = |k: &[u8]| -> Vec<u8> { k.chunks(step).filter(|c| c.len() == step).flat_map(|c| c[..16].to_vec()).collect() };
         let (sa, sb) = (seeds(&a), seeds(&b));
@@ -263,5 +292,42 @@ mod tests {
         assert!((2 * ones - bits).abs() < bits / 16, "{ones} ones of {bits}");
         let same: u32 = sa.iter().zip(&sb).map(|(x, y)| (!(x ^ y)).count_ones()).sum();
         assert!((same as i64 * 2 - 8 * sa.len() as i64).abs() < 8 * sa.len() as i64 / 8, "{same}");
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    #[test]
+    #[ignore = "timing"]
+    fn gen_and_eval_speed() {
+        let d = Dcf::new(37, 37);
+        let prg = Prg::default();
+        let n = 100_000;
+        let t = std::time::Instant::now();
+        let mut cw = Vec::new();
+        let alphas: Vec<u64> = (0..n as u64).map(|j| j * 7919).collect();
+        let roots: Vec<[u128; 2]> = (0..n as u128).map(|j| [j * 3, j * 5 + 1]).collect();
+        d.gen(&prg, &alphas, &vec![5; n], &roots, &mut cw);
+        let g = t.elapsed();
+        let roots: Vec<u128> = (0..n as u128).map(|j| j * 3).collect();
+        let xs: Vec<u64> = (0..n as u64).map(|j| j * 31).collect();
+        let t = std::time::Instant::now();
+        let v = d.eval(&prg, 0, &roots, &cw, &xs);
+        let e = t.elapsed();
+        eprintln!("gen {:.0} ns/key, eval {:.0} ns/key ({})", g.as_nanos() as f64 / n as f64, e.as_nanos() as f64 / n as f64, v[0]);
+    }
+}
+#[cfg(test)]
+mod speed2 {
+    use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+    #[test]
+    #[ignore = "timing"]
+    fn raw_aes() {
+        let a = aes::Aes128::new(GenericArray::from_slice(&[1u8; 16]));
+        let mut blocks = vec![aes::Block::default(); 300_000];
+        let t = std::time::Instant::now();
+        for _ in 0..10 { a.encrypt_blocks(&mut blocks); }
+        eprintln!("aes {:.1} ns/block", t.elapsed().as_nanos() as f64 / 3e6);
     }
 }

@@ -51,13 +51,13 @@ pub fn trunc_dcfs(r: Ring, k: u32) -> (Dcf, Dcf) {
 /// The dealer: correction words of MSB keys for masks `r`.
 pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u8> {
     let d = msb_dcf(ring);
-    let prg = Prg::default();
     let low = (1u64 << (ring.bits() - 1)) - 1;
+    let alphas: Vec<u64> = r.iter().map(|&v| v & low).collect();
+    // β = 1 − 2ρ: +1 or −1 by the mask's top bit.
+    let betas: Vec<u64> = r.iter().map(|&v| if v >> (ring.bits() - 1) == 1 { ring.neg(1) } else { 1 }).collect();
+    let roots: Vec<[u128; 2]> = s0.iter().zip(s1).map(|(&a, &b)| [a, b]).collect();
     let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
-    for j in 0..r.len() {
-        let beta = if (r[j] >> (ring.bits() - 1)) & 1 == 1 { ring.neg(1) } else { 1 };
-        d.gen(&prg, r[j] & low, beta, [s0[j], s1[j]], &mut out);
-    }
+    d.gen(&Prg::default(), &alphas, &betas, &roots, &mut out);
     out
 }
 
@@ -66,14 +66,11 @@ pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u
 pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2]) -> (Vec<u8>, Vec<u8>) {
     let (d1, d2) = trunc_dcfs(ring, k);
     let prg = Prg::default();
-    let (wrap, borrow) = (ring.reduce(1 << (ring.bits() - k)), ring.mask());
-    let lo = (1u64 << k) - 1;
-    let mut k1 = Vec::with_capacity(r.len() * d1.cw_bytes());
-    let mut k2 = Vec::with_capacity(r.len() * d2.cw_bytes());
-    for j in 0..r.len() {
-        d1.gen(&prg, r[j], wrap, [roots[0].0[j], roots[0].1[j]], &mut k1);
-        d2.gen(&prg, r[j] & lo, borrow, [roots[1].0[j], roots[1].1[j]], &mut k2);
-    }
+    let pair = |(a, b): &(Vec<u128>, Vec<u128>)| -> Vec<[u128; 2]> { a.iter().zip(b).map(|(&x, &y)| [x, y]).collect() };
+    let lo: Vec<u64> = r.iter().map(|&v| v & ((1 << k) - 1)).collect();
+    let (mut k1, mut k2) = (Vec::new(), Vec::new());
+    d1.gen(&prg, r, &vec![ring.reduce(1 << (ring.bits() - k)); r.len()], &pair(&roots[0]), &mut k1);
+    d2.gen(&prg, &lo, &vec![ring.mask(); r.len()], &pair(&roots[1]), &mut k2);
     (k1, k2)
 }
 

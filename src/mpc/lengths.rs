@@ -38,6 +38,8 @@ pub(super) struct Lengths<'a> {
     meter: Meter,
     /// Messages between the parties.
     pub(super) cost: OnlineCost,
+    /// Rounds per operator class.
+    pub(super) rounds_by: BTreeMap<&'static str, u64>,
     /// Correlation units drawn from each planned pool.
     pub(super) pools: BTreeMap<PoolKey, usize>,
     /// Per weight matrix id: (most rows, in, out).
@@ -53,7 +55,7 @@ fn bits(n: usize) -> u64 {
 impl<'a> Lengths<'a> {
     pub(super) fn new(ring: Ring, proto: Protocol, counts: Counts<'a>) -> Self {
         let Protocol { truncation, compaction, suite } = proto;
-        Lengths { ring, truncation, compaction, suite, counts, meter: Meter::default(), cost: OnlineCost::default(), pools: BTreeMap::new(), matrices: BTreeMap::new(), vectors: BTreeMap::new() }
+        Lengths { ring, truncation, compaction, suite, counts, meter: Meter::default(), cost: OnlineCost::default(), rounds_by: BTreeMap::new(), pools: BTreeMap::new(), matrices: BTreeMap::new(), vectors: BTreeMap::new() }
     }
 
     fn w(&self) -> u64 {
@@ -66,21 +68,26 @@ impl<'a> Lengths<'a> {
         }
     }
 
+    fn round(&mut self) {
+        self.cost.rounds += 1;
+        *self.rounds_by.entry(self.meter.scope().class.name()).or_insert(0) += 1;
+    }
+
     /// Both parties send `bytes` and receive the other's: one round.
     fn exchange(&mut self, bytes: u64) {
         self.cost.server_sent += bytes + 4;
         self.cost.client_sent += bytes + 4;
-        self.cost.rounds += 1;
+        self.round();
     }
 
     fn client_sends(&mut self, bytes: u64) {
         self.cost.client_sent += bytes + 4;
-        self.cost.rounds += 1;
+        self.round();
     }
 
     fn server_sends(&mut self, bytes: u64) {
         self.cost.server_sent += bytes + 4;
-        self.cost.rounds += 1;
+        self.round();
     }
 
     fn open(&mut self, n: usize) {
