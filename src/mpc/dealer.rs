@@ -837,11 +837,6 @@ impl Correlations {
         self.prefill(want)
     }
 
-    /// Drop the keys of every layer but `layer` (they are dealt per layer).
-    pub fn drop_keys_except(&mut self, layer: usize) {
-        self.pools.retain(|k, _| !k.is_fss() || super::fss::key_layer(k).is_none_or(|l| l == layer));
-    }
-
     pub fn dcf_msb(&mut self, k: PoolKey, n: usize) -> DcfMsb {
         let r = self.streams.ring(k, 0, n);
         let roots = self.streams.seeds(k, 2, n);

@@ -24,11 +24,11 @@
 //! party's root seeds come from its own seed (as all its correlations do), so
 //! the dealer sends the correction words to the client, which forwards
 //! them to the server (they are half of the server's key, which by itself
-//! hides α). Keys are dealt one layer at a time (pools keyed by layer):
-//! before a layer starts the client fetches that layer's keys and forwards
-//! them, and both the bytes and the time are counted as offline traffic —
-//! they do not depend on the input — while memory holds one layer's keys,
-//! not the model's.
+//! hides α). The offline plan counts the keys (per layer); they are dealt
+//! just before the step that uses them and both their bytes and their time
+//! are counted as offline traffic — they do not depend on the input — so
+//! that memory holds one step's keys, not the model's (BERT-base at 128
+//! tokens needs about 80 million keys, tens of GB per party).
 
 use super::arith;
 use super::bits::BitVec;
@@ -87,11 +87,6 @@ pub(super) fn trunc_key(k: u32, layer: Option<usize>) -> PoolKey {
     key
 }
 
-/// The layer a pool's keys belong to (`None`: outside the layers).
-pub(super) fn key_layer(key: &PoolKey) -> Option<usize> {
-    key.p[1].checked_sub(1).map(|l| l as usize)
-}
-
 impl SharesBackend {
     /// Whether MSB and truncation run on DCF keys here (compaction networks
     /// draw from online streams and keep the comparison circuit).
@@ -125,14 +120,18 @@ impl SharesBackend {
         }
     }
 
-    /// Both parties: `n` units of `key` at hand. Normally the layer's keys
-    /// came before it; what a shape needs beyond the plan is dealt now
-    /// (online, counted as a refill).
+    /// Both parties: `n` units of `key` at hand. What the offline plan
+    /// holds is dealt now but counted offline; what a shape needs beyond
+    /// it is dealt online (a refill).
     fn keys_for(&mut self, key: PoolKey, n: usize) {
-        let have = self.corr.have(key);
-        if have < n {
-            self.forward_keys(&[(key, n - have)], true);
-        }
+        let need = n.saturating_sub(self.corr.have(key));
+        let planned = self.key_plan.get_mut(&key).map_or(0, |left| {
+            let take = need.min(*left);
+            *left -= take;
+            take
+        });
+        self.deal_keys_offline(&[(key, planned)]);
+        self.forward_keys(&[(key, need - planned)], true);
     }
 
     pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {

@@ -92,10 +92,9 @@ pub struct SharesBackend {
     /// while the client finishes its offline phase).
     awaiting_input: bool,
     pub(super) offline: CommCounts,
-    /// The offline plan's DCF keys, dealt one layer at a time ([`super::fss`]).
-    key_plan: Vec<(PoolKey, usize)>,
-    /// Layers (`None`: outside the layers) whose keys were dealt.
-    keys_dealt: Vec<Option<usize>>,
+    /// The offline plan's DCF keys not dealt yet ([`super::fss`]: dealt
+    /// just before the step that uses them, counted offline).
+    pub(super) key_plan: std::collections::HashMap<PoolKey, usize>,
     #[cfg(test)]
     pub(super) leak: Leak,
 }
@@ -155,8 +154,7 @@ impl SharesBackend {
             in_offline: false,
             awaiting_input: false,
             offline: CommCounts::default(),
-            key_plan: Vec::new(),
-            keys_dealt: Vec::new(),
+            key_plan: Default::default(),
             #[cfg(test)]
             leak: Leak::None,
         }
@@ -178,7 +176,7 @@ impl SharesBackend {
         self.corr.set_online(false);
         let r = self.ring;
         let (keys, pools): (Vec<_>, Vec<_>) = plan.pools.iter().partition(|(k, _)| k.is_fss());
-        self.key_plan = keys;
+        self.key_plan = keys.into_iter().collect();
         if self.is_server() {
             let mut msg = MsgWriter::new(r);
             for &(id, _, i, o) in &plan.matrices {
@@ -223,18 +221,18 @@ impl SharesBackend {
         self.awaiting_input = true;
     }
 
-    /// Before a layer: its DCF keys from the dealer, forwarded to the
-    /// server; offline traffic and time (they do not depend on the input).
-    fn deal_layer_keys(&mut self, layer: Option<usize>) {
-        let start = Instant::now();
-        self.keys_dealt.push(layer);
-        if let Some(l) = layer {
-            self.corr.drop_keys_except(l);
+    /// Planned DCF keys from the dealer, forwarded to the server: offline
+    /// traffic and time (they do not depend on the input).
+    pub(super) fn deal_keys_offline(&mut self, want: &[(PoolKey, usize)]) {
+        if want.iter().all(|&(_, n)| n == 0) {
+            return;
         }
-        let want: Vec<(PoolKey, usize)> = self.key_plan.iter().copied().filter(|(k, _)| super::fss::key_layer(k) == layer).collect();
+        let scope = self.meter.scope();
+        self.charge_time(scope);
+        let start = Instant::now();
         let was = std::mem::replace(&mut self.in_offline, true);
         self.corr.set_online(false);
-        self.forward_keys(&want, true);
+        self.forward_keys(want, true);
         self.corr.set_online(!was);
         self.in_offline = was;
         let off = self.corr.offline_traffic();
@@ -676,9 +674,6 @@ impl Backend for SharesBackend {
         let before = self.meter.scope();
         self.charge_time(before);
         self.meter.set_scope(class, layer);
-        if !self.key_plan.is_empty() && !self.keys_dealt.contains(&layer) {
-            self.deal_layer_keys(layer);
-        }
     }
 
     fn len(&self, x: &Vec<u64>) -> usize {
