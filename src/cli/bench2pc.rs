@@ -109,6 +109,11 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
                 println!("  offline    {:>12.1} {:>12.1}   MB with the dealer", po.dealer_bytes as f64 / 1e6, uo.dealer_bytes as f64 / 1e6);
                 println!("  offline    {:>12} {:>12}   rounds + dealer round trips", po.rounds + po.dealer_round_trips, uo.rounds + uo.dealer_round_trips);
                 println!("  offline    {:>12.1} {:>12.1}   s (in-process)", po.seconds, uo.seconds);
+                if args.suite == Suite::Fss {
+                    let (p, u) = (&r.pruned, &r.unpruned);
+                    println!("  offline    {:>12.1} {:>12.1}   MB of DCF keys, dealer → client (the client forwards the correction words)", p.key_bytes as f64 / 1e6, u.key_bytes as f64 / 1e6);
+                    println!("  offline    {:>12.1} {:>12.1}   s of key generation (the dealer)", p.keygen_seconds, u.keygen_seconds);
+                }
                 println!("  online pool refills: pruned {}, unpruned {}", r.pruned.refills, r.unpruned.refills);
             }
             // Per element of the unpruned run, beside BOLT's (REFERENCE.md §5).

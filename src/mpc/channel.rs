@@ -198,6 +198,15 @@ impl MsgWriter {
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
 }
 
 /// Reads a message back in the order it was written, checking sizes and

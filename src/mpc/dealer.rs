@@ -995,6 +995,16 @@ impl Correlations {
     }
 }
 
+/// What the dealer did in one session: DCF key generation (the costly
+/// part of its work) in time and reply bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DealerStats {
+    pub keygen_ns: u64,
+    /// Bytes of replies that carried keys (correction words and the other
+    /// corrections dealt with them), sent to the client.
+    pub key_bytes: u64,
+}
+
 /// Fresh seeds for a session: (server's, client's), from the dealer's RNG.
 pub fn session_seeds(rng: &mut impl rand::RngCore) -> ([u8; 32], [u8; 32]) {
     let mut s0 = [0u8; 32];
@@ -1103,7 +1113,8 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
 ///
 /// # Errors
 /// When the client hangs up, stalls or sends a request that does not parse.
-pub fn serve_dealer(ring: Ring, seeds: ([u8; 32], [u8; 32]), client: &mut dyn Transport) -> Result<(), ChannelError> {
+pub fn serve_dealer(ring: Ring, seeds: ([u8; 32], [u8; 32]), client: &mut dyn Transport) -> Result<DealerStats, ChannelError> {
+    let mut stats = DealerStats::default();
     let mut p0 = Streams::new(ring, seeds.0);
     let mut p1 = Streams::new(ring, seeds.1);
     let mut perms: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -1121,11 +1132,17 @@ pub fn serve_dealer(ring: Ring, seeds: ([u8; 32], [u8; 32]), client: &mut dyn Tr
         };
         let out = MsgWriter::new(ring);
         let reply = match w[0] {
-            kind::DONE => return Ok(()),
+            kind::DONE => return Ok(stats),
             kind::FILL => {
                 let key = PoolKey { kind: w.get(1).copied().unwrap_or(0), p: [arg(2)? as u64, arg(3)? as u64, arg(4)? as u64] };
                 let count = arg(5)?;
-                fill(ring, key, count, &mut p0, &mut p1, out).map_err(garbage)?
+                let start = std::time::Instant::now();
+                let reply = fill(ring, key, count, &mut p0, &mut p1, out).map_err(garbage)?;
+                if key.is_fss() {
+                    stats.keygen_ns += start.elapsed().as_nanos() as u64;
+                    stats.key_bytes += reply.len() as u64;
+                }
+                reply
             }
             kind::LINEAR => {
                 let (id, rows, in_dim, out_dim) = (arg(1)? as u32, arg(2)?, arg(3)?, arg(4)?);

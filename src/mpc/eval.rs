@@ -32,6 +32,10 @@ pub struct SharesSummary {
     pub offline: (CommCounts, CommCounts),
     /// Pools that ran dry online and were refilled from the dealer.
     pub refills: u64,
+    /// The dealer's DCF key generation, seconds, and its replies that
+    /// carried keys, bytes (offline; `--protocol fss`).
+    pub keygen_seconds: f64,
+    pub key_bytes: u64,
 }
 
 /// Run every input through the protocol (one at a time; each run uses three
@@ -76,6 +80,8 @@ impl SharesSummary {
         self.offline.0 += run.server.offline;
         self.offline.1 += run.client.offline;
         self.refills += run.client.refills;
+        self.keygen_seconds += run.dealer.keygen_ns as f64 * 1e-9;
+        self.key_bytes += run.dealer.key_bytes;
     }
 
     /// The offline phase, summed over examples.
@@ -202,7 +208,8 @@ pub fn cost_report(pruned: &SharesSummary, unpruned: Option<&SharesSummary>) -> 
         .collect();
     let offline = |s: &SharesSummary| {
         let l = s.offline_total();
-        serde_json::json!({ "total": l, "per_example": l.per(s.examples), "online_refills": s.refills })
+        serde_json::json!({ "total": l, "per_example": l.per(s.examples), "online_refills": s.refills,
+            "keygen_seconds": s.keygen_seconds, "key_bytes": s.key_bytes })
     };
     let mut off = serde_json::json!({ "pruned": offline(pruned) });
     if let Some(u) = unpruned {

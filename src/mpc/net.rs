@@ -451,6 +451,6 @@ fn dealer_connection(
     let sent = send_json(&mut server, &DealerAnswer { seed: Some(hex(&seeds.0)), error: None })
         .and_then(|_| send_json(&mut client, &DealerAnswer { seed: Some(hex(&seeds.1)), error: None }));
     drop(server);
-    let result = sent.and_then(|_| serve_dealer(h.ring, seeds, &mut client));
+    let result = sent.and_then(|_| serve_dealer(h.ring, seeds, &mut client).map(|_| ()));
     Some(DealtSession { session: h.session, paired: true, result })
 }

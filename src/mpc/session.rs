@@ -144,6 +144,8 @@ pub struct InProcessRun {
     pub server: PartyOutcome,
     pub client: PartyOutcome,
     pub wall: Duration,
+    /// The dealer's key generation.
+    pub dealer: super::dealer::DealerStats,
 }
 
 /// Run one example as a two-party computation in three threads of this
@@ -194,7 +196,7 @@ pub fn run_in_process(
     let wall = start.elapsed();
     let client = client?;
     let server = server?;
-    dealer?;
+    let dealer = dealer?;
     assert!(server.trace.logits_ring.is_empty(), "the server must not learn the logits");
-    Ok(InProcessRun { logits_ring: client.trace.logits_ring.clone(), server, client, wall })
+    Ok(InProcessRun { logits_ring: client.trace.logits_ring.clone(), server, client, wall, dealer })
 }
