@@ -214,7 +214,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         report["offline"] = costs["offline"].clone();
         report["per_operator"] = costs["per_operator"].clone();
         report["shares"] = serde_json::json!({
-            "compaction": args.compaction.name(), "examples": pr.examples,
+            "compaction": args.compaction.name(), "protocol": args.suite, "examples": pr.examples,
             "mismatched_pruned": pr.mismatched, "mismatched_unpruned": unp.mismatched,
             "tokens_kept_per_layer": pr.kept_per_layer.iter().map(|&k| k as f64 / pr.examples.max(1) as f64).collect::<Vec<_>>(),
             "cost": costs,

@@ -165,7 +165,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let server = ServerModel::new(model, thresholds, public);
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("listening on {addr} ({} task, ring {ring}, {} compaction, pruning {}, reduction {})", task.name(), args.compaction.name(), prune && server.info.prune.iter().any(|&p| p), reduce && server.info.reduce.iter().any(|&r| r));
+    println!("listening on {addr} ({} task, ring {ring}, {} compaction, {} comparisons, pruning {}, reduction {})", task.name(), args.compaction.name(), args.suite.name(), prune && server.info.prune.iter().any(|&p| p), reduce && server.info.reduce.iter().any(|&r| r));
     let mut rng = match args.seed {
         Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
         None => rand_chacha::ChaCha20Rng::from_entropy(),

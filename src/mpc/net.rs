@@ -32,7 +32,7 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Protocol name and version, first field of every hello.
-pub const PROTOCOL: &str = "cipherprune-2pc/2";
+pub const PROTOCOL: &str = "cipherprune-2pc/3";
 
 /// Longest accepted sequence (tokens) from a client.
 pub const MAX_TOKENS: usize = 4096;

@@ -63,6 +63,15 @@ pub enum Suite {
     Fss,
 }
 
+impl Suite {
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::AndTree => "and-tree",
+            Suite::Fss => "fss",
+        }
+    }
+}
+
 /// Options both parties must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SharesOptions {

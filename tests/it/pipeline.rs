@@ -157,6 +157,14 @@ fn finetune_prune_simulate_export_secure_eval() {
     let off = &sh["offline"]["pruned"];
     assert!(off["total"]["server_to_client_bytes"].as_u64().unwrap() > 0 && off["total"]["dealer_bytes"].as_u64().unwrap() > 0, "{sh}");
     assert_eq!(off["online_refills"], 0, "{sh}");
+    // With the dealer's DCF keys: the same logits in fewer rounds, the keys offline.
+    let fss = ok(&cp(&["secure-eval", "--json", "--backend", "shares", "--limit", "6", "--protocol", "fss"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    assert_eq!(fss["bit_identical"], true, "{fss}");
+    assert!(fss["rounds"].as_u64().unwrap() * 3 < sh["rounds"].as_u64().unwrap(), "{} vs {} rounds", fss["rounds"], sh["rounds"]);
+    let keys = &fss["offline"]["pruned"];
+    assert!(keys["key_bytes"].as_u64().unwrap() > 0 && keys["keygen_seconds"].as_f64().unwrap() > 0.0, "{keys}");
+    assert_eq!(keys["online_refills"], 0, "{fss}");
+    assert_eq!(sh["offline"]["pruned"]["key_bytes"], 0, "no keys without --protocol fss");
     serve_and_ask(&pr);
     // A ring too small for the model overflows, and says so first.
     let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
@@ -384,7 +392,7 @@ fn serve_and_ask(run: &Path) {
     // A client that never connects to the dealer: the dealer gives up on
     // the session after its timeout, and the server says so.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    let hello = br#"{"protocol":"cipherprune-2pc/2","role":"party","tokens":5}"#;
+    let hello = br#"{"protocol":"cipherprune-2pc/3","role":"party","tokens":5}"#;
     s.write_all(&(hello.len() as u32).to_le_bytes()).unwrap();
     s.write_all(hello).unwrap();
     let mut len = [0u8; 4];
@@ -402,11 +410,22 @@ fn serve_and_ask(run: &Path) {
     assert!(err.contains("session 4 failed") && err.contains("hello"), "{err}");
     assert!(err.contains("session 5 failed") && err.contains("client"), "the server names the client: {err}");
     assert!(err.contains("session 6 failed") && err.contains("dealer") && err.contains("did not connect"), "{err}");
+    // A server on the dealer's DCF keys: its client follows it; the same
+    // result in fewer rounds.
+    let (mut fss, _fss_out, fss_addr) = spawn_listening(
+        &["serve", "--listen", "127.0.0.1:0", "--sessions", "1", "--seed", "1", "--dealer", &dealer_addr, "--protocol", "fss"],
+        Some(run),
+        "listening on ",
+    );
+    let v = ok(&cp(&["client", "--json", "--connect", &fss_addr, "--dealer", &dealer_addr, "--sentence", "good fine great", "--seed", "3"], &[("--checkpoint", run)]));
+    assert_eq!(v["logits"], logits[0]["logits"], "{v}");
+    assert!(v["rounds"].as_u64().unwrap() * 3 < logits[0]["rounds"].as_u64().unwrap(), "{} vs {}", v["rounds"], logits[0]["rounds"]);
+    assert!(fss.wait().unwrap().success());
     dealer.kill().unwrap();
     dealer.wait().unwrap();
     let mut dealt = String::new();
     dealer_out.read_to_string(&mut dealt).unwrap();
-    assert_eq!(dealt.matches("dealt").count(), 3, "{dealt}");
+    assert_eq!(dealt.matches("dealt").count(), 4, "{dealt}");
     // Nobody listens there any more.
     let c = cp(&["client", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good"], &[("--checkpoint", run)]);
     assert!(!c.status.success());
