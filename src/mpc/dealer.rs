@@ -420,14 +420,20 @@ impl Pool {
         assert!(n <= self.have(), "pool: {n} units of {}", self.have());
         let (pos, unit) = (self.pos, self.unit);
         self.pos += n;
-        self.comps
+        let out = self
+            .comps
             .iter()
             .map(|c| match c {
                 Comp::Ring(v) => Comp::Ring(v[pos * unit..(pos + n) * unit].to_vec()),
                 Comp::Bits(b) => Comp::Bits(b.slice(pos, n)),
                 Comp::Bytes(b, len) => Comp::Bytes(b[pos * len..(pos + n) * len].to_vec(), *len),
             })
-            .collect()
+            .collect();
+        if self.have() == 0 {
+            // Spent: free it now (a layer's pool is not touched again).
+            *self = Pool { comps: Vec::new(), unit, pos: 0, units: 0 };
+        }
+        out
     }
 
     /// The bytes components of the last `n` units (the keys just dealt).
