@@ -13,11 +13,13 @@
 //! block 0 gives the left seed and control bit, block 1 the right ones,
 //! block 2 the two group elements.
 //!
-//! Evaluation runs level by level over a whole batch of keys, so that the
-//! AES calls of thousands of keys are pipelined.
+//! Generation and evaluation run level by level over batches of keys, so
+//! that AES calls pipeline and a batch's words stay in cache, and batches
+//! run on rayon's threads.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128;
+use rayon::prelude::*;
 
 /// The PRG's fixed AES key (any public constant serves).
 const PRG_KEY: [u8; 16] = *b"cipherprune-dcf1";
@@ -124,10 +126,10 @@ impl Dcf {
         assert!(alphas.len() == betas.len() && alphas.len() == roots.len(), "dcf gen: lengths differ");
         let (len, at) = (self.cw_bytes(), out.len());
         out.resize(at + len * alphas.len(), 0);
-        for (c, ((a, b), r)) in alphas.chunks(CHUNK).zip(betas.chunks(CHUNK)).zip(roots.chunks(CHUNK)).enumerate() {
-            let start = at + c * CHUNK * len;
-            self.gen_chunk(prg, a, b, r, &mut out[start..start + a.len() * len]);
-        }
+        out[at..]
+            .par_chunks_mut(CHUNK * len)
+            .zip(alphas.par_chunks(CHUNK).zip(betas.par_chunks(CHUNK)).zip(roots.par_chunks(CHUNK)))
+            .for_each(|(o, ((a, b), r))| self.gen_chunk(prg, a, b, r, o));
     }
 
     /// Level by level over a few hundred keys, so that the AES calls
@@ -172,11 +174,12 @@ impl Dcf {
     pub fn eval(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
         let len = self.cw_bytes();
         assert!(roots.len() == xs.len() && cws.len() == len * xs.len(), "dcf eval: {} roots, {} inputs, {} bytes", roots.len(), xs.len(), cws.len());
-        let mut out = Vec::with_capacity(xs.len());
-        for (r, (x, c)) in roots.chunks(CHUNK).zip(xs.chunks(CHUNK).zip(cws.chunks(CHUNK * len))) {
-            out.extend(self.eval_chunk(prg, party, r, c, x));
-        }
-        out
+        let parts: Vec<Vec<u64>> = roots
+            .par_chunks(CHUNK)
+            .zip(xs.par_chunks(CHUNK).zip(cws.par_chunks(CHUNK * len)))
+            .map(|(r, (x, c))| self.eval_chunk(prg, party, r, c, x))
+            .collect();
+        parts.concat()
     }
 
     /// Only the taken side's seed block and the value block are expanded:
