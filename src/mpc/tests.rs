@@ -306,7 +306,7 @@ struct Views {
 
 /// One unpruned forward of `input` (n tokens) with the given seeds, the
 /// server holding `model`, and `leak` switched on in both parties.
-fn views(model: &EngineModel, input: &[u64], n: usize, seeds: ([u8; 32], [u8; 32]), input_seed: u64, leak: Leak) -> Views {
+fn views(model: &EngineModel, input: &[u64], n: usize, seeds: ([u8; 32], [u8; 32]), input_seed: u64, leak: Leak, suite: Suite) -> Views {
     let ring = model.ring();
     let shape = model.public_shape();
     let thr = vec![LayerThresholds::default(); model.num_layers()];
@@ -314,7 +314,7 @@ fn views(model: &EngineModel, input: &[u64], n: usize, seeds: ([u8; 32], [u8; 32
     let (a, b) = mem_pair(t);
     let (d, c) = mem_pair(t);
     let (ls, lc, ld) = (Arc::default(), Arc::default(), Arc::default());
-    let o = SharesOptions { truncation: Truncation::Exact, compaction: Compaction::Shuffle, analysis: false, suite: Suite::AndTree };
+    let o = SharesOptions { truncation: Truncation::Exact, compaction: Compaction::Shuffle, analysis: false, suite };
     let zeros = vec![0; input.len()];
     let logits = std::thread::scope(|s| {
         let mut dt = Tap { inner: d, log: Arc::clone(&ld) };
@@ -378,16 +378,20 @@ fn the_servers_view_does_not_depend_on_the_input() {
     let (x, y) = two_inputs(ring, n, m.hidden());
     let server_seed = [7u8; 32];
     // Same server seed, fresh client randomness, no pruning (same counts).
-    let run = |input: &[u64], c: u8, leak| views(&m, input, n, (server_seed, [c; 32]), c as u64, leak);
-    let (vx, vy) = (run(&x, 1, Leak::None), run(&y, 2, Leak::None));
-    let lens = |v: &Views| v.server.iter().map(|f| f.len()).collect::<Vec<_>>();
-    assert_eq!(lens(&vx), lens(&vy), "the same message sizes");
-    let (all_x, all_y) = (vx.server.concat(), vy.server.concat());
-    let raw = chi2(&all_x, &all_y);
-    let sum = chi2(&server_sum(ring, &vx), &server_sum(ring, &vy));
-    assert!(raw < CHI2_SAME && sum < CHI2_SAME, "told apart: χ² {raw:.0} (all bytes), {sum:.0} (x₀ + first message)");
+    let run = |input: &[u64], c: u8, leak, suite| views(&m, input, n, (server_seed, [c; 32]), c as u64, leak, suite);
+    // On DCF keys the server's view also holds the correction words the
+    // client forwards: independent of the input too.
+    for suite in [Suite::AndTree, Suite::Fss] {
+        let (vx, vy) = (run(&x, 1, Leak::None, suite), run(&y, 2, Leak::None, suite));
+        let lens = |v: &Views| v.server.iter().map(|f| f.len()).collect::<Vec<_>>();
+        assert_eq!(lens(&vx), lens(&vy), "the same message sizes");
+        let (all_x, all_y) = (vx.server.concat(), vy.server.concat());
+        let raw = chi2(&all_x, &all_y);
+        let sum = chi2(&server_sum(ring, &vx), &server_sum(ring, &vy));
+        assert!(raw < CHI2_SAME && sum < CHI2_SAME, "{suite:?}: told apart: χ² {raw:.0} (all bytes), {sum:.0} (x₀ + first message)");
+    }
     // The same test on a client that sends x₁ unmasked tells them apart.
-    let (lx, ly) = (run(&x, 1, Leak::ClientShareUnmasked), run(&y, 2, Leak::ClientShareUnmasked));
+    let (lx, ly) = (run(&x, 1, Leak::ClientShareUnmasked, Suite::AndTree), run(&y, 2, Leak::ClientShareUnmasked, Suite::AndTree));
     let leaky = chi2(&server_sum(ring, &lx), &server_sum(ring, &ly));
     assert!(leaky > 4.0 * CHI2_SAME, "the leak went unseen: χ² {leaky:.0}");
 }
@@ -403,17 +407,19 @@ fn the_clients_view_does_not_depend_on_the_weights() {
     let client_seed = [9u8; 32];
     // Same client seed and input, fresh server randomness; the last frame
     // (the client's share of the logits) is the result and left out.
-    let run = |model: &EngineModel, s: u8, leak| {
-        let mut v = views(model, &x, n, ([s; 32], client_seed), 3, leak).client;
+    let run = |model: &EngineModel, s: u8, leak, suite| {
+        let mut v = views(model, &x, n, ([s; 32], client_seed), 3, leak, suite).client;
         v.pop();
         v
     };
-    let (va, vb) = (run(&m, 1, Leak::None), run(&zero, 2, Leak::None));
-    assert_eq!(va.iter().map(|f| f.len()).collect::<Vec<_>>(), vb.iter().map(|f| f.len()).collect::<Vec<_>>());
-    let (offline, online) = (chi2(&va[0], &vb[0]), chi2(&va[1..].concat(), &vb[1..].concat()));
-    assert!(offline < CHI2_SAME && online < CHI2_SAME, "told apart: χ² {offline:.0} (W − B), {online:.0} (online)");
+    for suite in [Suite::AndTree, Suite::Fss] {
+        let (va, vb) = (run(&m, 1, Leak::None, suite), run(&zero, 2, Leak::None, suite));
+        assert_eq!(va.iter().map(|f| f.len()).collect::<Vec<_>>(), vb.iter().map(|f| f.len()).collect::<Vec<_>>());
+        let (offline, online) = (chi2(&va[0], &vb[0]), chi2(&va[1..].concat(), &vb[1..].concat()));
+        assert!(offline < CHI2_SAME && online < CHI2_SAME, "{suite:?}: told apart: χ² {offline:.0} (W − B), {online:.0} (online)");
+    }
     // A server that sends W itself is told apart at once.
-    let (la, lb) = (run(&m, 1, Leak::WeightsUnmasked), run(&zero, 2, Leak::WeightsUnmasked));
+    let (la, lb) = (run(&m, 1, Leak::WeightsUnmasked, Suite::AndTree), run(&zero, 2, Leak::WeightsUnmasked, Suite::AndTree));
     let leaky = chi2(&la[0], &lb[0]);
     assert!(leaky > 10.0 * CHI2_SAME, "the leak went unseen: χ² {leaky:.0}");
 }
@@ -425,26 +431,28 @@ fn the_dealer_receives_requests_only() {
     let n = 5;
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let x: Vec<u64> = (0..n * m.hidden()).map(|_| ring.encode(rng.gen_range(-1.0..1.0))).collect();
-    let v = views(&m, &x, n, ([3; 32], [4; 32]), 8, Leak::None);
-    assert!(!v.logits.is_empty());
-    let ids: Vec<u32> = (0..200).filter(|&i| m.matrix_by_id(i).is_some() || m.vector_by_id(i).is_some()).collect();
-    let mut counts = std::collections::BTreeMap::new();
-    for f in &v.dealer {
-        let w = parse_request(f).unwrap_or_else(|e| panic!("not a request: {e}"));
-        *counts.entry(w[0]).or_insert(0usize) += 1;
-        match w[0] {
-            kind::FILL => assert!((pool::TRIPLE..=pool::AND_ARITH).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
-            kind::LINEAR => assert!(ids.contains(&(w[1] as u32)) && w[2] as usize <= n && w.len() == 5, "{w:?}"),
-            kind::LINEAR_VEC => assert!(ids.contains(&(w[1] as u32)) && w.len() == 4, "{w:?}"),
-            kind::PERM_NEW | kind::PERM_APPLY => {}
-            kind::DONE => assert_eq!(w.len(), 1),
-            k => panic!("request kind {k}"),
+    for suite in [Suite::AndTree, Suite::Fss] {
+        let v = views(&m, &x, n, ([3; 32], [4; 32]), 8, Leak::None, suite);
+        assert!(!v.logits.is_empty());
+        let ids: Vec<u32> = (0..200).filter(|&i| m.matrix_by_id(i).is_some() || m.vector_by_id(i).is_some()).collect();
+        let mut counts = std::collections::BTreeMap::new();
+        for f in &v.dealer {
+            let w = parse_request(f).unwrap_or_else(|e| panic!("not a request: {e}"));
+            *counts.entry(w[0]).or_insert(0usize) += 1;
+            match w[0] {
+                kind::FILL => assert!((pool::TRIPLE..=pool::DCF_TRUNC).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
+                kind::LINEAR => assert!(ids.contains(&(w[1] as u32)) && w[2] as usize <= n && w.len() == 5, "{w:?}"),
+                kind::LINEAR_VEC => assert!(ids.contains(&(w[1] as u32)) && w.len() == 4, "{w:?}"),
+                kind::PERM_NEW | kind::PERM_APPLY => {}
+                kind::DONE => assert_eq!(w.len(), 1),
+                k => panic!("request kind {k}"),
+            }
         }
+        // One request per weight (offline), pool fills, and DONE; nothing else.
+        let weights = counts.get(&kind::LINEAR).copied().unwrap_or(0) + counts.get(&kind::LINEAR_VEC).copied().unwrap_or(0);
+        assert_eq!(weights, ids.len(), "{counts:?}");
+        assert_eq!(counts.get(&kind::DONE), Some(&1));
+        let bytes: usize = v.dealer.iter().map(|f| f.len()).sum();
+        assert!(bytes <= 8 * kind::MAX_WORDS * v.dealer.len(), "{bytes} bytes in {} requests", v.dealer.len());
     }
-    // One request per weight (offline), pool fills, and DONE; nothing else.
-    let weights = counts.get(&kind::LINEAR).copied().unwrap_or(0) + counts.get(&kind::LINEAR_VEC).copied().unwrap_or(0);
-    assert_eq!(weights, ids.len(), "{counts:?}");
-    assert_eq!(counts.get(&kind::DONE), Some(&1));
-    let bytes: usize = v.dealer.iter().map(|f| f.len()).sum();
-    assert!(bytes <= 8 * kind::MAX_WORDS * v.dealer.len(), "{bytes} bytes in {} requests", v.dealer.len());
 }
