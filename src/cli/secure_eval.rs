@@ -221,7 +221,11 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         });
         shares = Some((pr, unp));
     }
-    let suffix = if shares.is_some() { "-shares" } else { "" };
+    let suffix = match (&shares, args.suite) {
+        (None, _) => "",
+        (Some(_), Suite::AndTree) => "-shares",
+        (Some(_), Suite::Fss) => "-shares-fss",
+    };
     let name = format!("secure-eval-{}-{}-{}{suffix}.json", d.split, ring.bits(), ring.frac());
     let path = d.checkpoint.join(&name);
     cipherprune::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;

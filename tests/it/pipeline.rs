@@ -165,6 +165,7 @@ fn finetune_prune_simulate_export_secure_eval() {
     assert!(keys["key_bytes"].as_u64().unwrap() > 0 && keys["keygen_seconds"].as_f64().unwrap() > 0.0, "{keys}");
     assert_eq!(keys["online_refills"], 0, "{fss}");
     assert_eq!(sh["offline"]["pruned"]["key_bytes"], 0, "no keys without --protocol fss");
+    assert!(pr.join("secure-eval-dev-37-12-shares-fss.json").is_file(), "its own report file");
     serve_and_ask(&pr);
     // A ring too small for the model overflows, and says so first.
     let small = cp(&["secure-eval", "--ring-bits", "16", "--frac-bits", "8"], &[("--checkpoint", &pr)]);
