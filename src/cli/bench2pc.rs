@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use cipherprune::mpc::bench::{compaction_point, shape, shape_run, Cut};
+use cipherprune::mpc::bench::{compaction_point, shape, shape_estimate, shape_run, Cut};
 use cipherprune::mpc::cost::{LAN, WAN};
 use cipherprune::mpc::eval::cost_report;
 use cipherprune::mpc::shares::Suite;
@@ -47,6 +47,11 @@ pub struct Bench2pcArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Also write the JSON report here (atomically).
+    /// With --shapes: the unpruned model's online rounds and bytes per
+    /// operator and the DCF keys, from the shapes alone, for both
+    /// protocols (seconds, no protocol run).
+    #[arg(long)]
+    pub estimate: bool,
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long)]
@@ -84,7 +89,23 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
         report["compaction"] = serde_json::to_value(&points)?;
     }
     let mut shapes = Vec::new();
-    for s in &args.shapes {
+    if args.estimate {
+        for s in &args.shapes {
+            for &t in &args.tokens {
+                for suite in [Suite::AndTree, Suite::Fss] {
+                    let e = shape_estimate(s, t, suite);
+                    if !args.json {
+                        println!("bert-{s} at {t} tokens, {}: {} rounds, {:.1} MB online, {} DCF keys ({:.1} GB from the dealer), unpruned", suite.name(), e.rounds, e.online_bytes as f64 / 1e6, e.keys, e.key_bytes as f64 / 1e9);
+                        let per: Vec<String> = e.rounds_per_layer.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+                        println!("  rounds per layer: {}", per.join(", "));
+                    }
+                    shapes.push(serde_json::to_value(&e)?);
+                }
+            }
+        }
+        report["estimates"] = serde_json::Value::Array(std::mem::take(&mut shapes));
+    }
+    for s in args.shapes.iter().filter(|_| !args.estimate) {
         for &t in &args.tokens {
             let r = shape_run(s, t, args.with, args.suite, args.cut, args.seed, &|what| {
                 if !args.json {

@@ -19,6 +19,51 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Duration;
 
+/// The unpruned model's online cost from its shapes alone
+/// ([`super::lengths`], exact against the protocol in `mpc::estimate_tests`),
+/// with the DCF keys the offline phase deals: no protocol run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapeEstimate {
+    pub shape: String,
+    pub tokens: usize,
+    pub protocol: Suite,
+    pub rounds: u64,
+    pub online_bytes: u64,
+    /// Per operator class, rounds divided by the layer count.
+    pub rounds_per_layer: std::collections::BTreeMap<&'static str, f64>,
+    /// DCF keys (one per comparison or truncation) and the dealer's bytes
+    /// for them (the client forwards their correction words to the server,
+    /// about as many bytes again).
+    pub keys: u64,
+    pub key_bytes: u64,
+}
+
+pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate {
+    use super::estimate::Protocol;
+    use super::lengths::{Counts, Lengths};
+    let config = shape(name).expect("known shape");
+    let model = EngineModel::from_weights(&BertWeights::random(config, 2, 0), &Ring::BOLT).public_shape();
+    let layers = model.num_layers();
+    let n = tokens;
+    let shape = crate::prune::simulate::ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
+    let proto = Protocol { truncation: Truncation::Exact, compaction: Compaction::Shuffle, suite };
+    let mut b = Lengths::new(model.ring(), proto, Counts::Shape(&shape));
+    b.set_scope(OpClass::Input, None);
+    let x = b.input(&vec![0; n * model.hidden()]);
+    crate::secure::bert::forward_on(&mut b, &model, &vec![LayerThresholds::default(); layers], x, n);
+    let fss: Vec<_> = b.pools.iter().filter(|(k, _)| k.is_fss()).collect();
+    ShapeEstimate {
+        shape: name.into(),
+        tokens,
+        protocol: suite,
+        rounds: b.cost.rounds,
+        online_bytes: b.cost.bytes(),
+        rounds_per_layer: b.rounds_by.iter().map(|(&k, &v)| (k, v as f64 / layers as f64)).collect(),
+        keys: fss.iter().map(|(_, &v)| v as u64).sum(),
+        key_bytes: fss.iter().map(|(k, &v)| (k.unit_bytes(Ring::BOLT) * v) as u64).sum(),
+    }
+}
+
 /// One party's result and communication.
 type PartyResult<R> = (R, CommTally);
 

@@ -167,7 +167,7 @@ impl PoolKey {
     }
 
     /// Wire bytes per unit of the corrections (for chunking requests).
-    fn unit_bytes(&self, ring: Ring) -> usize {
+    pub(super) fn unit_bytes(&self, ring: Ring) -> usize {
         let (l, unit) = self.layout(ring).expect("known pool");
         let rb = super::channel::ring_bytes(ring);
         l.iter()

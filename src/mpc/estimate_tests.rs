@@ -71,32 +71,17 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
 }
 
 #[test]
-#[ignore = "exploration: prints rounds per operator for BERT shapes"]
-fn rounds_by_operator() {
-    use super::lengths::{Counts, Lengths};
+fn dcf_keys_cut_the_rounds_of_every_operator_but_the_linear_ones_more() {
+    use super::bench::shape_estimate;
     use super::shares::Suite;
-    use crate::secure::backend::Backend;
-    for name in ["medium", "base"] {
-        let cfg = super::bench::shape(name).unwrap();
-        let w = BertWeights::random(cfg, 2, 1);
-        let m = EngineModel::from_weights(&w, &Ring::BOLT);
-        let layers = m.num_layers();
-        let n = 128;
-        for suite in [Suite::AndTree, Suite::Fss] {
-            let proto = Protocol { truncation: Truncation::Exact, compaction: Compaction::Shuffle, suite };
-            let shape = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
-            let mut b = Lengths::new(m.ring(), proto, Counts::Shape(&shape));
-            b.set_scope(crate::secure::report::OpClass::Input, None);
-            let x = b.input(&vec![0; n * m.hidden()]);
-            crate::secure::bert::forward_on(&mut b, &m, &vec![LayerThresholds::default(); layers], x, n);
-            eprintln!("{name} {suite:?}: {} rounds, {} MB online; per layer {:?}", b.cost.rounds, b.cost.bytes() / 1_000_000, b.rounds_by.iter().map(|(k, v)| (k, *v as f64 / layers as f64)).collect::<Vec<_>>());
-            let mut keys = std::collections::BTreeMap::new();
-            for (k, v) in &b.pools {
-                if k.is_fss() {
-                    *keys.entry((k.kind, k.p[0])).or_insert(0usize) += v;
-                }
-            }
-            eprintln!("  DCF units {keys:?}");
-        }
+    let (tree, fss) = (shape_estimate("medium", 16, Suite::AndTree), shape_estimate("medium", 16, Suite::Fss));
+    assert!(fss.rounds * 4 < tree.rounds, "{} vs {} rounds", fss.rounds, tree.rounds);
+    assert!(fss.online_bytes * 2 < tree.online_bytes, "an opening instead of a circuit: {} vs {}", fss.online_bytes, tree.online_bytes);
+    for (class, r) in &fss.rounds_per_layer {
+        assert!(*r <= tree.rounds_per_layer[class], "{class}: {r} vs {}", tree.rounds_per_layer[class]);
     }
+    // LayerNorm: 30 dependent steps each (Newton's products and their truncations), one round apiece.
+    assert_eq!(fss.rounds_per_layer["layernorm"], 60.0);
+    assert_eq!((tree.keys, tree.key_bytes), (0, 0));
+    assert!(fss.keys > 0 && fss.key_bytes > 800 * fss.keys, "{} keys, {} bytes", fss.keys, fss.key_bytes);
 }
