@@ -17,10 +17,11 @@
 //! (batch 1) gathers the kept rows instead, as the engine does. A test
 //! holds the two to the same logits.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::approx::{self, Degree, Numerics};
 use super::bert::{attention_bias, Bert, BertOutput, ForwardCtx, Inputs};
+use super::fused;
 use crate::error::{Error, Result};
 
 /// Which tokens live, and with which function degree.
@@ -121,6 +122,12 @@ fn gather(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
 }
 
 impl Bert {
+    /// Full forward of the fine-tuned model, exact functions, no pruning
+    /// (see [`Bert::forward_with`] for the rest).
+    pub fn forward(&self, inputs: &Inputs, ctx: &mut ForwardCtx) -> Result<BertOutput> {
+        Ok(self.forward_with(inputs, &Plan::exact(), ctx)?.base)
+    }
+
     /// See the module docs. The token positions in traces are original
     /// input positions.
     pub fn forward_with(&self, inputs: &Inputs, plan: &Plan, ctx: &mut ForwardCtx) -> Result<ForwardOutput> {
@@ -146,12 +153,15 @@ impl Bert {
                 bias = bias.broadcast_add(&m.clamp(1e-6f32, 1f32)?.log()?.reshape((b, 1, 1, seq))?)?;
             }
             let (q, k, v) = (self.split_heads(&layer.query.forward(&x)?)?, self.split_heads(&layer.key.forward(&x)?)?, self.split_heads(&layer.value.forward(&x)?)?);
-            let logits = (q.matmul(&k.t()?)? * (1.0 / (self.cfg.head_dim() as f64).sqrt()))?.broadcast_add(&bias)?;
+            let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
+            let raw = q.matmul(&k.t()?)?;
+            let logits = || -> Result<Tensor> { Ok((&raw * scale)?.broadcast_add(&bias)?) };
             let probs = match (approx, &w_low_prev) {
-                (false, _) => candle_nn::ops::softmax(&logits, D::Minus1)?,
-                (true, None) => approx::softmax(&logits, Degree::High)?,
+                (false, _) => fused::masked_softmax(&raw, &bias, scale)?,
+                (true, None) => approx::softmax(&logits()?, Degree::High)?,
                 (true, Some(w)) => {
                     let w = w.reshape((b, 1, seq, 1))?;
+                    let logits = logits()?;
                     blend(&approx::softmax(&logits, Degree::High)?, &approx::softmax(&logits, Degree::Low)?, &w)?
                 }
             };
@@ -266,7 +276,7 @@ impl Bert {
             let h = ln(&z, &layer.attn_norm)?;
             let u = layer.ffn_in.forward(&h)?;
             let g = match (approx, &w_low) {
-                (false, _) => u.gelu_erf()?,
+                (false, _) => fused::gelu(&u)?,
                 (true, None) => approx::gelu(&u, Degree::High)?,
                 (true, Some(w)) => blend(&approx::gelu(&u, Degree::High)?, &approx::gelu(&u, Degree::Low)?, &w.unsqueeze(2)?)?,
             };
