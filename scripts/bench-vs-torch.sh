@@ -46,7 +46,7 @@ run_one() { # KIND SEQ OUTFILE
     torch) cmd=("$PY" "$TORCH_STEP" --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS") ;;
     esac
     /usr/bin/time -f "TIME %e %M" -o "$out.time" "${cmd[@]}" 2>"$out.err" | grep '^{' | tail -1 >"$out.json" \
-        || { echo "$kind at $seq tokens failed:" >&2; tail -5 "$out.err" >&2; exit 1; }
+        || { echo "$kind at $seq tokens failed:" >&2; tail -5 "$out.err" "$out.time" >&2; exit 1; }
 }
 
 kinds=(ours torch)

@@ -19,7 +19,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::approx::{self, Degree, Numerics};
+use super::approx::{self, Numerics};
 use super::bert::{attention_bias, Bert, BertOutput, ForwardCtx, Inputs};
 use super::fused;
 use crate::error::{Error, Result};
@@ -112,10 +112,6 @@ pub fn soft_keep(scores: &Tensor, theta: &Tensor, temperature: f64, live: &Tenso
     Ok((m.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * live)?)
 }
 
-fn blend(hi: &Tensor, lo: &Tensor, w_low: &Tensor) -> Result<Tensor> {
-    Ok((hi.broadcast_mul(&w_low.affine(-1.0, 1.0)?)? + lo.broadcast_mul(w_low)?)?)
-}
-
 /// Rows `idx` of dim 1 (batch 1), as the engine's compaction does.
 fn gather(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
     Ok(x.index_select(idx, 1)?)
@@ -154,17 +150,8 @@ impl Bert {
             }
             let (q, k, v) = (self.split_heads(&layer.query.forward(&x)?)?, self.split_heads(&layer.key.forward(&x)?)?, self.split_heads(&layer.value.forward(&x)?)?);
             let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
-            let raw = q.matmul(&k.t()?)?;
-            let logits = || -> Result<Tensor> { Ok((&raw * scale)?.broadcast_add(&bias)?) };
-            let probs = match (approx, &w_low_prev) {
-                (false, _) => fused::masked_softmax(&raw, &bias, scale)?,
-                (true, None) => approx::softmax(&logits()?, Degree::High)?,
-                (true, Some(w)) => {
-                    let w = w.reshape((b, 1, seq, 1))?;
-                    let logits = logits()?;
-                    blend(&approx::softmax(&logits, Degree::High)?, &approx::softmax(&logits, Degree::Low)?, &w)?
-                }
-            };
+            let raw = fused::batched_matmul(&q, &k, true)?;
+            let probs = if approx { approx::fused::softmax(&raw, &bias, scale, w_low_prev.as_ref())? } else { fused::masked_softmax(&raw, &bias, scale)? };
             if ctx.output_attentions {
                 attentions.push(probs.clone());
             }
@@ -263,7 +250,7 @@ impl Bert {
 
             // The rest of the layer.
             let p = self.dropout_p(&probs, self.cfg.attention_probs_dropout_prob, ctx)?;
-            let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&p.matmul(&v)?)?)?, ctx)?;
+            let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&fused::batched_matmul(&p, &v, false)?)?)?, ctx)?;
             let mut z = (a + &x)?;
             if let Some(idx) = &keep_idx {
                 z = gather(&z, idx)?;
@@ -275,11 +262,7 @@ impl Bert {
             };
             let h = ln(&z, &layer.attn_norm)?;
             let u = layer.ffn_in.forward(&h)?;
-            let g = match (approx, &w_low) {
-                (false, _) => fused::gelu(&u)?,
-                (true, None) => approx::gelu(&u, Degree::High)?,
-                (true, Some(w)) => blend(&approx::gelu(&u, Degree::High)?, &approx::gelu(&u, Degree::Low)?, &w.unsqueeze(2)?)?,
-            };
+            let g = if approx { approx::fused::gelu(&u, w_low.as_ref())? } else { fused::gelu(&u)? };
             let f = self.dropout(&layer.ffn_out.forward(&g)?, ctx)?;
             x = ln(&(f + h)?, &layer.ffn_norm)?;
             if let Some(m) = out_scale {

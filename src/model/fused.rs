@@ -21,13 +21,13 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-type CResult<T> = candle_core::Result<T>;
+pub(crate) type CResult<T> = candle_core::Result<T>;
 
 fn msg(s: &str) -> candle_core::Error {
     candle_core::Error::Msg(s.to_string())
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
     let v = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
@@ -37,7 +37,7 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
 
 /// Runs `f` on the contiguous f32 data of `t` (copying only if it is not
 /// contiguous already).
-fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+pub(crate) fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -46,7 +46,7 @@ fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> 
     }
 }
 
-fn tensor(v: Vec<f32>, shape: &Shape) -> CResult<Tensor> {
+pub(crate) fn tensor(v: Vec<f32>, shape: &Shape) -> CResult<Tensor> {
     Tensor::from_vec(v, shape.clone(), &candle_core::Device::Cpu)
 }
 
@@ -54,7 +54,7 @@ fn tensor(v: Vec<f32>, shape: &Shape) -> CResult<Tensor> {
 /// passed in are monomorphic and inlined into the wrapper, so their loops
 /// get the wider vectors.
 #[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -70,7 +70,7 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Rows handled per rayon task: enough work to hide the hand-off.
-fn rows_per_task(cols: usize) -> usize {
+pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
 }
 
@@ -432,6 +432,99 @@ impl CustomOp3 for LinearOp {
 /// x: (rows, in); w: (out, in); b: (out) → (rows, out)
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)?)
+}
+
+// ------------------------------------------------- attention products
+
+/// One matrix of a batch: rows × cols with the given strides, at `offset`.
+#[derive(Clone, Copy)]
+struct Mat {
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat {
+    fn new(rows: usize, cols: usize) -> Self {
+        Mat { rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// lhs[i]·rhs[i] for every matrix i of the batch, one product per rayon
+/// task: a head's products (64 × 32 × 64 at 64 tokens) are too small for
+/// gemm to split, so candle's loop over heads ran on one core.
+fn batched(lhs: &[f32], l: Mat, rhs: &[f32], r: Mat) -> Vec<f32> {
+    let (m, k, n) = (l.rows, l.cols, r.cols);
+    assert_eq!(k, r.rows, "inner dimensions");
+    let (lsz, rsz) = (m * k, k * n);
+    let mut out = vec![0f32; lhs.len() / lsz * m * n];
+    out.par_chunks_mut(m * n).zip(lhs.par_chunks(lsz).zip(rhs.par_chunks(rsz))).for_each(|(o, (a, b))| {
+        // SAFETY: each matrix lies inside its chunk (rows·rs + cols·cs within
+        // rows × cols elements for both layouts used here); o is m × n.
+        unsafe {
+            gemm::gemm(m, n, k, o.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), l.cs as isize, l.rs as isize, b.as_ptr(), r.cs as isize, r.rs as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
+        }
+    });
+    out
+}
+
+/// lhs·rhs (or lhs·rhsᵀ) over the leading dims.
+struct Bmm {
+    transpose_rhs: bool,
+}
+
+impl Bmm {
+    /// (lhs matrix, rhs matrix as stored, rhs as used).
+    fn mats(&self, ld: &[usize], rd: &[usize]) -> (Mat, Mat, Mat) {
+        let (n2, n1) = (rd.len() - 2, rd.len() - 1);
+        let l = Mat::new(ld[ld.len() - 2], ld[ld.len() - 1]);
+        let stored = Mat::new(rd[n2], rd[n1]);
+        (l, stored, if self.transpose_rhs { stored.t() } else { stored })
+    }
+}
+
+impl CustomOp2 for Bmm {
+    fn name(&self) -> &'static str {
+        "batched-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (ld, rd) = (l1.shape().dims(), l2.shape().dims());
+        let (l, _, r) = self.mats(ld, rd);
+        let mut dims = ld.to_vec();
+        *dims.last_mut().expect("rank ≥ 2") = r.cols;
+        Ok((CpuStorage::F32(batched(slice(s1, l1)?, l, slice(s2, l2)?, r)), Shape::from(dims)))
+    }
+
+    fn bwd(&self, lhs: &Tensor, rhs: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (l, stored, r) = self.mats(lhs.dims(), rhs.dims());
+        let g = Mat::new(l.rows, r.cols);
+        let (dl, dr) = with_data(lhs, |a| {
+            with_data(rhs, |b| {
+                with_data(grad, |gr| {
+                    // C = A·R: dA = G·Rᵀ; dR = Aᵀ·G, stored transposed when R = Bᵀ (dB = Gᵀ·A).
+                    let dl = batched(gr, g, b, if self.transpose_rhs { stored } else { stored.t() });
+                    let dr = if self.transpose_rhs { batched(gr, g.t(), a, l) } else { batched(a, l.t(), gr, g) };
+                    Ok((dl, dr))
+                })
+            })
+        })?;
+        Ok((Some(tensor(dl, lhs.shape())?), Some(tensor(dr, rhs.shape())?)))
+    }
+}
+
+/// The per-head products of attention, heads spread over the cores:
+/// `lhs·rhsᵀ` with `transpose_rhs` (scores from Q and K), else `lhs·rhs`.
+///
+/// # Shapes
+/// lhs: (..., m, k); rhs: (..., n, k) with `transpose_rhs`, else (..., k, n)
+pub fn batched_matmul(lhs: &Tensor, rhs: &Tensor, transpose_rhs: bool) -> Result<Tensor> {
+    Ok(lhs.contiguous()?.apply_op2(&rhs.contiguous()?, Bmm { transpose_rhs })?)
 }
 
 #[cfg(test)]

@@ -32,6 +32,13 @@ fn value_and_grads(f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor]) -> (Tenso
 /// Holds the fused op `fused` to the composed `reference` (values and every
 /// input's gradient) and to central differences on a few coordinates.
 fn check(fused: &dyn Fn(&[Tensor]) -> Tensor, reference: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: f32) {
+    check_with_step(fused, reference, inputs, tol, 1e-2)
+}
+
+/// [`check`] with the finite differences' step `h`: the approximations are
+/// piecewise (octaves, cuts), and a step across a piece's edge measures the
+/// jump, not the slope.
+fn check_with_step(fused: &dyn Fn(&[Tensor]) -> Tensor, reference: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: f32, h: f32) {
     let (y, g) = value_and_grads(fused, inputs);
     let (y_ref, g_ref) = value_and_grads(reference, inputs);
     assert!(max_diff(&y, &y_ref) < tol, "values differ by {}", max_diff(&y, &y_ref));
@@ -40,7 +47,6 @@ fn check(fused: &dyn Fn(&[Tensor]) -> Tensor, reference: &dyn Fn(&[Tensor]) -> T
     }
     let r = random(y.dims(), 1.0, 99);
     let loss = |ts: &[Tensor]| -> f64 { (fused(ts) * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64 };
-    let h = 1e-2f32;
     for (i, x) in inputs.iter().enumerate() {
         let v = flat(x);
         let grad = flat(&g[i]);
@@ -148,4 +154,73 @@ fn dropout_scales_the_kept_entries_and_their_gradient() {
     let mask = Tensor::from_vec(keep.iter().map(|&k| if k { 1.25f32 } else { 0.0 }).collect::<Vec<_>>(), (4, 9), &Device::Cpu).unwrap();
     let k = keep.clone();
     check(&move |t| dropout(&t[0], k.clone(), 0.2).unwrap(), &|t| (&t[0] * &mask).unwrap(), &[x], 1e-6);
+}
+
+mod approx_ops {
+    use super::*;
+    use crate::model::approx::{self, Degree};
+
+    fn blend(hi: Tensor, lo: Tensor, w: &Tensor) -> Tensor {
+        (hi.broadcast_mul(&w.affine(-1.0, 1.0).unwrap()).unwrap() + lo.broadcast_mul(w).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn approximate_softmax_matches_the_composed_op() {
+        // Logits spread over several octaves and past the low degree's clip.
+        let raw = random(&[2, 3, 5, 9], 12.0, 20);
+        let bias = (random(&[2, 1, 1, 9], 0.5, 21) - 0.5).unwrap();
+        let w = (random(&[2, 1, 5, 1], 0.5, 22) + 0.5).unwrap();
+        let scale = 0.5;
+        let logits = |raw: &Tensor, bias: &Tensor| (raw * scale).unwrap().broadcast_add(bias).unwrap();
+        let blended = |t: &[Tensor]| {
+            let x = logits(&t[0], &t[1]);
+            blend(approx::softmax(&x, Degree::High).unwrap(), approx::softmax(&x, Degree::Low).unwrap(), &t[2])
+        };
+        // The bias's gradient against the composed op only: a bias entry
+        // moves every row's sum, and some row's sum then crosses an octave
+        // of the reciprocal, where the approximation jumps.
+        let (y, g) = value_and_grads(&|t| approx::fused::softmax(&t[0], &t[1], scale, Some(&t[2])).unwrap(), &[raw.clone(), bias.clone(), w.clone()]);
+        let (y_ref, g_ref) = value_and_grads(&blended, &[raw.clone(), bias.clone(), w.clone()]);
+        assert!(max_diff(&y, &y_ref) < 2e-6);
+        for (a, b) in g.iter().zip(&g_ref) {
+            assert!(max_diff(a, b) < 2e-5, "gradients differ by {}", max_diff(a, b));
+        }
+        let b = bias.clone();
+        check_with_step(
+            &|t| approx::fused::softmax(&t[0], &b, scale, None).unwrap(),
+            &|t| approx::softmax(&logits(&t[0], &b), Degree::High).unwrap(),
+            &[raw.clone()],
+            2e-5,
+            1e-3,
+        );
+        check_with_step(
+            &|t| approx::fused::softmax(&t[0], &b, scale, Some(&t[1])).unwrap(),
+            &|t| blended(&[t[0].clone(), b.clone(), t[1].clone()]),
+            &[raw, w],
+            2e-5,
+            1e-3,
+        );
+    }
+
+    #[test]
+    fn approximate_gelu_matches_the_composed_op() {
+        // Both cuts (2.2, 2.7) and the ReLU tails inside the range.
+        let x = random(&[2, 6, 50], 4.0, 23);
+        let w = (random(&[2, 6], 0.5, 24) + 0.5).unwrap();
+        check(&|t| approx::fused::gelu(&t[0], None).unwrap(), &|t| approx::gelu(&t[0], Degree::High).unwrap(), &[x.clone()], 1e-5);
+        check(
+            &|t| approx::fused::gelu(&t[0], Some(&t[1])).unwrap(),
+            &|t| blend(approx::gelu(&t[0], Degree::High).unwrap(), approx::gelu(&t[0], Degree::Low).unwrap(), &t[1].unsqueeze(2).unwrap()),
+            &[x, w],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn batched_matmul_matches_the_composed_op() {
+    let (q, k) = (random(&[2, 3, 5, 4], 1.0, 30), random(&[2, 3, 6, 4], 1.0, 31));
+    check(&|t| batched_matmul(&t[0], &t[1], true).unwrap(), &|t| t[0].matmul(&t[1].t().unwrap()).unwrap(), &[q, k], 1e-5);
+    let (p, v) = (random(&[2, 3, 5, 6], 1.0, 32), random(&[2, 3, 6, 4], 1.0, 33));
+    check(&|t| batched_matmul(&t[0], &t[1], false).unwrap(), &|t| t[0].matmul(&t[1]).unwrap(), &[p, v], 1e-5);
 }
