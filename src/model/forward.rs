@@ -258,7 +258,7 @@ impl Bert {
                 w_low = w_low.map(|w| gather(&w, idx)).transpose()?;
             }
             let ln = |y: &Tensor, norm: &super::bert::LayerNorm| -> Result<Tensor> {
-                if approx { approx::layer_norm(y, &norm.gamma, &norm.beta) } else { Ok(norm.forward(y)?) }
+                if approx { approx::fused::layer_norm(y, &norm.gamma, &norm.beta) } else { Ok(norm.forward(y)?) }
             };
             let h = ln(&z, &layer.attn_norm)?;
             let u = layer.ffn_in.forward(&h)?;

@@ -176,6 +176,51 @@ fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     (mu, 1.0 / (var + eps).sqrt())
 }
 
+/// A LayerNorm-shaped forward over rayon: `row(y, x)` writes one row of d.
+pub(crate) fn norm_rows(x: &[f32], d: usize, row: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
+    let per = rows_per_task(d) * d;
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(y, x)| simd(|| y.chunks_exact_mut(d).zip(x.chunks_exact(d)).for_each(|(y, x)| row(y, x))));
+    y
+}
+
+/// One row of a LayerNorm's backward: (dx to write, x, the output's
+/// gradient, γ).
+pub(crate) type NormRow<'a> = (&'a mut [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+/// A LayerNorm-shaped backward over rayon: `row((dx, x, g, γ), dγ, dβ)`
+/// writes one row's dx and adds into its task's dγ and dβ; the tasks' sums
+/// are added up. Returns the gradients of x, γ and β.
+pub(crate) fn norm_backward(x: &Tensor, gamma: &Tensor, grad: &Tensor, row: impl Fn(NormRow, &mut [f32], &mut [f32]) + Sync) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let d = gamma.elem_count();
+    let per = rows_per_task(d) * d;
+    let (dx, dgb) = with_data(x, |x| {
+        with_data(gamma, |gamma| {
+            with_data(grad, |g| {
+                let mut dx = vec![0f32; x.len()];
+                let task = |(dx, (x, g)): (&mut [f32], (&[f32], &[f32]))| {
+                    simd(|| {
+                        let mut acc = vec![0f32; 2 * d];
+                        let (dgamma, dbeta) = acc.split_at_mut(d);
+                        for ((dx, x), g) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
+                            row((dx, x, g, gamma), dgamma, dbeta);
+                        }
+                        acc
+                    })
+                };
+                let add = |mut a: Vec<f32>, b: Vec<f32>| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                };
+                let dgb = dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).map(task).reduce(|| vec![0f32; 2 * d], add);
+                Ok((dx, dgb))
+            })
+        })
+    })?;
+    let dims = Shape::from(d);
+    Ok((Some(tensor(dx, x.shape())?), Some(tensor(dgb[..d].to_vec(), &dims)?), Some(tensor(dgb[d..].to_vec(), &dims)?)))
+}
+
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
@@ -183,66 +228,34 @@ impl CustomOp3 for LayerNormOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-        let d = gamma.len();
-        let mut y = vec![0f32; x.len()];
-        let per = rows_per_task(d) * d;
-        y.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(y, x)| {
-            simd(|| {
-                for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let (mu, r) = moments(x, self.eps);
-                    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                        *y = (x - mu) * r * g + b;
-                    }
-                }
-            })
+        let y = norm_rows(x, gamma.len(), |y, x| {
+            let (mu, r) = moments(x, self.eps);
+            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                *y = (x - mu) * r * g + b;
+            }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, _beta: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = gamma.elem_count();
-        let per = rows_per_task(d) * d;
         // dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = g·γ; dγ = Σ g·x̂, dβ = Σ g.
-        let (dx, dgb) = with_data(x, |x| {
-            with_data(gamma, |gamma| {
-                with_data(grad, |g| {
-                    let mut dx = vec![0f32; x.len()];
-                    let dgb = dx
-                        .par_chunks_mut(per)
-                        .zip(x.par_chunks(per).zip(g.par_chunks(per)))
-                        .map(|(dx, (x, g))| {
-                            simd(|| {
-                                let mut acc = vec![0f32; 2 * d];
-                                let (dgamma, dbeta) = acc.split_at_mut(d);
-                                for ((dx, x), g) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
-                                    let (mu, r) = moments(x, self.eps);
-                                    let (mut m1, mut m2) = (0f32, 0f32);
-                                    for ((&x, &g), &ga) in x.iter().zip(g).zip(gamma) {
-                                        let xh = (x - mu) * r;
-                                        m1 += g * ga;
-                                        m2 += g * ga * xh;
-                                    }
-                                    let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-                                    for (((((dx, &x), &g), &ga), dga), dbe) in dx.iter_mut().zip(x).zip(g).zip(gamma).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
-                                        let xh = (x - mu) * r;
-                                        *dx = r * (g * ga - m1 - xh * m2);
-                                        *dga += g * xh;
-                                        *dbe += g;
-                                    }
-                                }
-                                acc
-                            })
-                        })
-                        .reduce(|| vec![0f32; 2 * d], |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                            a
-                        });
-                    Ok((dx, dgb))
-                })
-            })
-        })?;
-        let dims = Shape::from(d);
-        Ok((Some(tensor(dx, x.shape())?), Some(tensor(dgb[..d].to_vec(), &dims)?), Some(tensor(dgb[d..].to_vec(), &dims)?)))
+        norm_backward(x, gamma, grad, |(dx, x, g, gamma), dgamma, dbeta| {
+            let d = x.len() as f32;
+            let (mu, r) = moments(x, self.eps);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            for ((&x, &g), &ga) in x.iter().zip(g).zip(gamma) {
+                let xh = (x - mu) * r;
+                m1 += g * ga;
+                m2 += g * ga * xh;
+            }
+            let (m1, m2) = (m1 / d, m2 / d);
+            for (((((dx, &x), &g), &ga), dga), dbe) in dx.iter_mut().zip(x).zip(g).zip(gamma).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+                let xh = (x - mu) * r;
+                *dx = r * (g * ga - m1 - xh * m2);
+                *dga += g * xh;
+                *dbe += g;
+            }
+        })
     }
 }
 

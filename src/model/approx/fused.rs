@@ -11,8 +11,11 @@ use rayon::prelude::*;
 
 use super::Degree;
 use crate::error::Result;
-use crate::fixed::approx::{ceil_log2, exp_clip, gelu_high_factored, EXP_HIGH_ABC, EXP_LOW_A, GELU_HIGH_CUT, GELU_LOW_CUT, GELU_LOW_Q2, INV_LN2, LN2, RECIP_INIT, RECIP_NEWTON};
-use crate::model::fused::{rows_per_task, simd, slice, tensor, with_data, CResult};
+use crate::fixed::approx::{
+    ceil_log2, exp_clip, gelu_high_factored, EXP_HIGH_ABC, EXP_LOW_A, GELU_HIGH_CUT, GELU_LOW_CUT, GELU_LOW_Q2, INV_LN2, LN2, RECIP_INIT, RECIP_NEWTON,
+    RSQRT_INIT, RSQRT_MAX_LOG2, RSQRT_MIN_LOG2, RSQRT_NEWTON,
+};
+use crate::model::fused::{norm_backward, norm_rows, rows_per_task, simd, slice, tensor, with_data, CResult};
 
 /// 2^−z for an integer-valued z in [0, 126], exactly.
 #[inline(always)]
@@ -302,4 +305,79 @@ pub fn gelu(x: &Tensor, w_low: Option<&Tensor>) -> Result<Tensor> {
         None => Tensor::zeros((b, t, 1), candle_core::DType::F32, x.device())?,
     };
     Ok(x.contiguous()?.apply_op2(&w, Gelu { blend: w_low.is_some() })?)
+}
+
+/// 1/√v by [`super::rsqrt`]'s octave guess and Newton steps, and its
+/// derivative in v through the Newton steps.
+fn rsqrt(v: f32) -> (f32, f32) {
+    let m = RSQRT_MIN_LOG2 + (RSQRT_MIN_LOG2 + 1..=RSQRT_MAX_LOG2).filter(|&j| v >= (j as f32).exp2()).count() as i32;
+    let mut y = (m as f32 * (-LN2 / 2.0) as f32).exp() * RSQRT_INIT as f32;
+    let mut dy = 0f32;
+    for _ in 0..RSQRT_NEWTON {
+        let u = v * y * y;
+        let du = y * y + 2.0 * v * y * dy;
+        dy = (dy * (3.0 - u) - y * du) * 0.5;
+        y = y * (3.0 - u) * 0.5;
+    }
+    (y, dy)
+}
+
+/// The centred row into `xc`; (1/√var, its derivative) of the row.
+#[inline(always)]
+fn centre(x: &[f32], xc: &mut [f32]) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mu = x.iter().sum::<f32>() / n;
+    let mut var = 0f32;
+    for (c, &x) in xc.iter_mut().zip(x) {
+        *c = x - mu;
+        var += *c * *c;
+    }
+    rsqrt(var / n)
+}
+
+struct LayerNorm;
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-approx-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let y = norm_rows(x, gamma.len(), |y, x| {
+            let (r, _) = centre(x, y);
+            for ((y, &g), &b) in y.iter_mut().zip(gamma).zip(beta) {
+                *y = *y * r * g + b;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, gamma: &Tensor, _beta: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // y = xc·r(var)·γ + β: dxc = g·γ·r + (Σ g·γ·xc)·r'(var)·2xc/d, then
+        // dx = dxc − mean(dxc) (the mean is subtracted).
+        norm_backward(x, gamma, grad, |(dx, x, g, gamma), dgamma, dbeta| {
+            let d = x.len() as f32;
+            let (r, dr) = centre(x, dx);
+            let dot: f32 = dx.iter().zip(g).zip(gamma).map(|((&c, &g), &ga)| g * ga * c).sum();
+            let k = dot * dr * 2.0 / d;
+            let mut mean = 0f32;
+            for ((((dx, &g), &ga), dga), dbe) in dx.iter_mut().zip(g).zip(gamma).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+                *dga += g * *dx * r;
+                *dbe += g;
+                *dx = g * ga * r + k * *dx;
+                mean += *dx;
+            }
+            let mean = mean / d;
+            dx.iter_mut().for_each(|v| *v -= mean);
+        })
+    }
+}
+
+/// [`super::layer_norm`] (no ε, the approximate 1/√var) as one op.
+///
+/// # Shapes
+/// x: (..., d); gamma, beta: (d)
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, LayerNorm)?)
 }

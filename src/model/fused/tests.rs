@@ -203,6 +203,21 @@ mod approx_ops {
     }
 
     #[test]
+    fn approximate_layer_norm_matches_the_composed_op() {
+        // Rows whose variances fall in different octaves of the 1/√ guess.
+        let x = random(&[3, 4, 24], 3.0, 25);
+        let x = x.broadcast_mul(&Tensor::new(&[[[0.05f32]], [[1.0]], [[9.0]]], &Device::Cpu).unwrap()).unwrap();
+        let (g, b) = ((random(&[24], 0.5, 26) + 1.0).unwrap(), random(&[24], 0.5, 27));
+        check_with_step(
+            &|t| approx::fused::layer_norm(&t[0], &t[1], &t[2]).unwrap(),
+            &|t| approx::layer_norm(&t[0], &t[1], &t[2]).unwrap(),
+            &[x, g, b],
+            2e-5,
+            1e-3,
+        );
+    }
+
+    #[test]
     fn approximate_gelu_matches_the_composed_op() {
         // Both cuts (2.2, 2.7) and the ReLU tails inside the range.
         let x = random(&[2, 6, 50], 4.0, 23);
