@@ -19,11 +19,15 @@
 #   TORCH_STEP=../shared/bench/torch_step.py
 #   CIPHERPRUNE=target/release/cipherprune
 #   SOFT=1           also time `--soft-masks` (0 to skip)
+#   THREADS=0        threads for both (0: each picks its own, all cores). On a
+#                    machine that other jobs share, THREADS=1 compares the work
+#                    done rather than who copes better with oversubscription
+#                    (PyTorch's OpenMP threads spin and lose far more).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODEL="${1:?usage: scripts/bench-vs-torch.sh MODEL_DIR}"
-: "${RUNS:=5}" "${SEQ_LENS:=64 128}" "${STEPS:=5}" "${BATCH:=32}" "${SOFT:=1}"
+: "${RUNS:=5}" "${SEQ_LENS:=64 128}" "${STEPS:=5}" "${BATCH:=32}" "${SOFT:=1}" "${THREADS:=0}"
 : "${TORCH_VENV:=$ROOT/.venv-torch}" "${TORCH_STEP:=$ROOT/../shared/bench/torch_step.py}"
 : "${CIPHERPRUNE:=$ROOT/target/release/cipherprune}"
 PY="$TORCH_VENV/bin/python"
@@ -41,14 +45,16 @@ trap 'rm -rf "$LOG"' EXIT
 run_one() { # KIND SEQ OUTFILE
     local kind="$1" seq="$2" out="$3" cmd
     case "$kind" in
-    ours) cmd=("$CIPHERPRUNE" bench --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS" --json) ;;
-    soft) cmd=("$CIPHERPRUNE" bench --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS" --json --soft-masks) ;;
-    torch) cmd=("$PY" "$TORCH_STEP" --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS") ;;
+    ours) cmd=(env "${ours_env[@]}" "$CIPHERPRUNE" bench --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS" --json) ;;
+    soft) cmd=(env "${ours_env[@]}" "$CIPHERPRUNE" bench --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS" --json --soft-masks) ;;
+    torch) cmd=("$PY" "$TORCH_STEP" --model "$MODEL" --batch-size "$BATCH" --seq-len "$seq" --steps "$STEPS" --threads "$THREADS") ;;
     esac
     /usr/bin/time -f "TIME %e %M" -o "$out.time" "${cmd[@]}" 2>"$out.err" | grep '^{' | tail -1 >"$out.json" \
         || { echo "$kind at $seq tokens failed:" >&2; tail -5 "$out.err" "$out.time" >&2; exit 1; }
 }
 
+ours_env=()
+[[ "$THREADS" != 0 ]] && ours_env=("RAYON_NUM_THREADS=$THREADS")
 kinds=(ours torch)
 [[ "$SOFT" == 1 ]] && kinds=(ours soft torch)
 for seq in $SEQ_LENS; do
