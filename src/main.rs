@@ -18,8 +18,23 @@ fn tune_allocator() {
     }
 }
 
+/// candle runs elementwise ops on a pool of its own whose callers spin
+/// while they wait, beside rayon's pool that runs the matrix products and
+/// our fused ops: three busy threads on two cores, and the spinning burns
+/// the core a worker needs (18 % of a step in `perf`). With candle's pool
+/// at one thread (the caller alone) every parallel op shares rayon's pool;
+/// measured on 2 cores, 0.80x the CPU time of a training step. An explicit
+/// CANDLE_NUM_THREADS still wins.
+fn tune_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called before any thread starts, so no one reads the environment concurrently.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    tune_threads();
     let args = cli::Cli::parse();
     let result = match args.command {
         cli::Command::Finetune(a) => cli::finetune::run(a),

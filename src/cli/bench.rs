@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Timed steps, after one warm-up step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Time the prune soft stage's step (soft masks, learnable thresholds,
+    /// the secure approximations) instead of fine-tuning's.
+    #[arg(long)]
+    pub soft_masks: bool,
     /// Also time the engine's ring matrix product against f32 GEMM.
     #[arg(long)]
     pub engine: bool,
@@ -32,7 +36,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.steps >= 1 && args.batch_size >= 1 && args.seq_len >= 2, "--steps, --batch-size ≥ 1 and --seq-len ≥ 2");
-    let spec = BenchSpec { model: args.model.clone(), batch_size: args.batch_size, seq_len: args.seq_len, steps: args.steps };
+    let spec = BenchSpec { model: args.model.clone(), batch_size: args.batch_size, seq_len: args.seq_len, steps: args.steps, soft_masks: args.soft_masks };
     let mut bars = Bars::new(args.json);
     bars.begin("bench", args.steps as u64 + 1);
     let r = bench(&spec, |i| bars.update(i as u64 + 1, ""))?;
@@ -45,12 +49,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         println!("{v}");
     } else {
-        println!("training step, {} (batch {} × {} tokens, word embeddings frozen, dropout on, {} threads)", r.model, r.batch_size, r.seq_len, r.threads);
+        let kind = if r.soft_masks { "soft-mask step" } else { "training step" };
+        println!("{kind}, {} (batch {} × {} tokens, word embeddings frozen, dropout on, {} threads)", r.model, r.batch_size, r.seq_len, r.threads);
         println!("  forward    {:.3} s", r.forward_s);
         println!("  backward   {:.3} s", r.backward_s);
         println!("  optimiser  {:.3} s", r.optimizer_s);
         println!("  step       {:.3} s median of {} (min {:.3}, max {:.3})", r.step_s, r.steps, r.step_min_s, r.step_max_s);
         println!("  throughput {:.1} examples/s", r.examples_per_second);
+        println!("  peak RSS   {:.0} MiB", r.peak_rss_mib);
         if let Some(m) = &rates {
             println!("engine matrix product {}×{}×{}: ring {:.2} GMAC/s, f32 GEMM {:.2} GMAC/s ({:.0} % of the float rate)", m.rows, m.inner, m.cols, m.ring_gmacs, m.f32_gmacs, 100.0 * m.ring_gmacs / m.f32_gmacs);
         }

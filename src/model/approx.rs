@@ -19,6 +19,8 @@ use crate::fixed::approx::{
 };
 pub use crate::fixed::Degree;
 
+pub mod fused;
+
 /// Which non-linear functions a forward uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Numerics {

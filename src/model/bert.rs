@@ -1,5 +1,6 @@
 //! Our BERT in candle: post-LayerNorm encoder, pooler and a task head, with
-//! every op differentiable (no fused LayerNorm/softmax — STYLE.md).
+//! every op differentiable (candle's own fused LayerNorm and softmax have no
+//! backward, STYLE.md; ours in [`super::fused`] do).
 //!
 //! `h = LN(x + Attn(x)); y = LN(h + FFN(h))`, FFN = `W2 · GELU(W1 · h)`.
 
@@ -8,6 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::BertConfig;
+use super::fused;
 use super::params::Params;
 use crate::error::Result;
 
@@ -35,14 +37,14 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let inp = *dims.last().expect("linear input has a last dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let y = fused::linear(&x.reshape((rows, inp))?, &self.weight, &self.bias).map_err(candle_core::Error::wrap)?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
         y.reshape(out_dims)
     }
 }
 
-/// LayerNorm over the last dim, built from differentiable ops.
+/// LayerNorm over the last dim, one op with its own backward.
 #[derive(Clone)]
 pub struct LayerNorm {
     pub gamma: Tensor,
@@ -62,7 +64,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.gamma, &self.beta, self.eps as f32)
+        fused::layer_norm(x, &self.gamma, &self.beta, self.eps).map_err(candle_core::Error::wrap)
     }
 }
 
@@ -202,12 +204,6 @@ impl Bert {
         self.dropout(&x, ctx)
     }
 
-    /// Full forward of the fine-tuned model, exact functions, no pruning
-    /// (see [`Bert::forward_with`] for the rest).
-    pub fn forward(&self, inputs: &Inputs, ctx: &mut ForwardCtx) -> Result<BertOutput> {
-        Ok(self.forward_with(inputs, &super::forward::Plan::exact(), ctx)?.base)
-    }
-
     pub(crate) fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let h = self.num_heads();
@@ -226,14 +222,12 @@ impl Bert {
     pub(crate) fn dropout_p(&self, x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
         match ctx.dropout.as_deref_mut() {
             Some(rng) if p > 0.0 => {
-                let keep = 1.0 / (1.0 - p) as f32;
                 // Block-filled u32 draws compared with p·2³²: a fifth of the
                 // cost of one f64 draw per element (millions per step).
                 let cut = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
                 let mut bits = vec![0u32; x.elem_count()];
                 rng.fill(&mut bits[..]);
-                let mask: Vec<f32> = bits.iter().map(|&b| if b < cut { 0.0 } else { keep }).collect();
-                Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
+                fused::dropout(x, bits.iter().map(|&b| b >= cut).collect(), p)
             }
             _ => Ok(x.clone()),
         }

@@ -17,10 +17,11 @@
 //! (batch 1) gathers the kept rows instead, as the engine does. A test
 //! holds the two to the same logits.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 
-use super::approx::{self, Degree, Numerics};
+use super::approx::{self, Numerics};
 use super::bert::{attention_bias, Bert, BertOutput, ForwardCtx, Inputs};
+use super::fused;
 use crate::error::{Error, Result};
 
 /// Which tokens live, and with which function degree.
@@ -111,16 +112,18 @@ pub fn soft_keep(scores: &Tensor, theta: &Tensor, temperature: f64, live: &Tenso
     Ok((m.broadcast_mul(&cls.affine(-1.0, 1.0)?)?.broadcast_add(&cls)? * live)?)
 }
 
-fn blend(hi: &Tensor, lo: &Tensor, w_low: &Tensor) -> Result<Tensor> {
-    Ok((hi.broadcast_mul(&w_low.affine(-1.0, 1.0)?)? + lo.broadcast_mul(w_low)?)?)
-}
-
 /// Rows `idx` of dim 1 (batch 1), as the engine's compaction does.
 fn gather(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
     Ok(x.index_select(idx, 1)?)
 }
 
 impl Bert {
+    /// Full forward of the fine-tuned model, exact functions, no pruning
+    /// (see [`Bert::forward_with`] for the rest).
+    pub fn forward(&self, inputs: &Inputs, ctx: &mut ForwardCtx) -> Result<BertOutput> {
+        Ok(self.forward_with(inputs, &Plan::exact(), ctx)?.base)
+    }
+
     /// See the module docs. The token positions in traces are original
     /// input positions.
     pub fn forward_with(&self, inputs: &Inputs, plan: &Plan, ctx: &mut ForwardCtx) -> Result<ForwardOutput> {
@@ -146,15 +149,9 @@ impl Bert {
                 bias = bias.broadcast_add(&m.clamp(1e-6f32, 1f32)?.log()?.reshape((b, 1, 1, seq))?)?;
             }
             let (q, k, v) = (self.split_heads(&layer.query.forward(&x)?)?, self.split_heads(&layer.key.forward(&x)?)?, self.split_heads(&layer.value.forward(&x)?)?);
-            let logits = (q.matmul(&k.t()?)? * (1.0 / (self.cfg.head_dim() as f64).sqrt()))?.broadcast_add(&bias)?;
-            let probs = match (approx, &w_low_prev) {
-                (false, _) => candle_nn::ops::softmax(&logits, D::Minus1)?,
-                (true, None) => approx::softmax(&logits, Degree::High)?,
-                (true, Some(w)) => {
-                    let w = w.reshape((b, 1, seq, 1))?;
-                    blend(&approx::softmax(&logits, Degree::High)?, &approx::softmax(&logits, Degree::Low)?, &w)?
-                }
-            };
+            let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
+            let raw = fused::batched_matmul(&q, &k, true)?;
+            let probs = if approx { approx::fused::softmax(&raw, &bias, scale, w_low_prev.as_ref())? } else { fused::masked_softmax(&raw, &bias, scale)? };
             if ctx.output_attentions {
                 attentions.push(probs.clone());
             }
@@ -253,7 +250,7 @@ impl Bert {
 
             // The rest of the layer.
             let p = self.dropout_p(&probs, self.cfg.attention_probs_dropout_prob, ctx)?;
-            let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&p.matmul(&v)?)?)?, ctx)?;
+            let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&fused::batched_matmul(&p, &v, false)?)?)?, ctx)?;
             let mut z = (a + &x)?;
             if let Some(idx) = &keep_idx {
                 z = gather(&z, idx)?;
@@ -261,15 +258,11 @@ impl Bert {
                 w_low = w_low.map(|w| gather(&w, idx)).transpose()?;
             }
             let ln = |y: &Tensor, norm: &super::bert::LayerNorm| -> Result<Tensor> {
-                if approx { approx::layer_norm(y, &norm.gamma, &norm.beta) } else { Ok(norm.forward(y)?) }
+                if approx { approx::fused::layer_norm(y, &norm.gamma, &norm.beta) } else { Ok(norm.forward(y)?) }
             };
             let h = ln(&z, &layer.attn_norm)?;
             let u = layer.ffn_in.forward(&h)?;
-            let g = match (approx, &w_low) {
-                (false, _) => u.gelu_erf()?,
-                (true, None) => approx::gelu(&u, Degree::High)?,
-                (true, Some(w)) => blend(&approx::gelu(&u, Degree::High)?, &approx::gelu(&u, Degree::Low)?, &w.unsqueeze(2)?)?,
-            };
+            let g = if approx { approx::fused::gelu(&u, w_low.as_ref())? } else { fused::gelu(&u)? };
             let f = self.dropout(&layer.ffn_out.forward(&g)?, ctx)?;
             x = ln(&(f + h)?, &layer.ffn_norm)?;
             if let Some(m) = out_scale {

@@ -5,6 +5,7 @@ pub mod approx;
 pub mod bert;
 pub mod config;
 pub mod forward;
+pub mod fused;
 pub mod params;
 pub mod source;
 

@@ -10,7 +10,9 @@ use super::finetune::task_loss;
 use crate::run::load_model;
 use super::optim::{decays, AdamW, Group};
 use crate::error::Result;
-use crate::model::{params, Bert, ForwardCtx, Inputs};
+use crate::model::{params, Bert, ForwardCtx, Inputs, Masking, Numerics, Plan};
+use crate::prune::config::PruneConfig;
+use crate::prune::Thresholds;
 
 #[derive(Clone, Debug)]
 pub struct BenchSpec {
@@ -19,6 +21,9 @@ pub struct BenchSpec {
     pub seq_len: usize,
     /// Timed steps (after one untimed warm-up step).
     pub steps: usize,
+    /// The prune soft stage's step instead of fine-tuning's: soft masks with
+    /// learnable θ and β, the secure approximations.
+    pub soft_masks: bool,
 }
 
 /// Median seconds per part of a step, over the timed steps.
@@ -36,6 +41,20 @@ pub struct BenchReport {
     pub step_min_s: f64,
     pub step_max_s: f64,
     pub examples_per_second: f64,
+    pub soft_masks: bool,
+    /// The process's peak resident set so far (model, step and all).
+    pub peak_rss_mib: f64,
+}
+
+/// The largest resident set this process has had, in MiB (Linux's
+/// `ru_maxrss` is in KiB).
+pub fn peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes into the struct we hand it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    u.ru_maxrss as f64 / 1024.0
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -55,16 +74,33 @@ pub fn run(spec: &BenchSpec, mut on_step: impl FnMut(usize)) -> Result<BenchRepo
     let inputs = Inputs::new(&ids, &vec![0; b * t], &vec![1; b * t], b, t)?;
     let labels: Vec<f32> = (0..b).map(|i| (i % 2) as f32).collect();
     let (decay, no_decay): (Vec<_>, Vec<_>) = m.params.vars().iter().map(|(n, v)| (n.clone(), v.clone())).partition(|(n, _)| decays(n));
-    let mut opt = AdamW::new(vec![
+    let mut groups = vec![
         Group { name: "decay".into(), vars: decay, lr: 1e-5, weight_decay: 0.01 },
         Group { name: "no_decay".into(), vars: no_decay, lr: 1e-5, weight_decay: 0.0 },
-    ])?;
+    ];
+    // The soft stage's defaults (PruneConfig): θ from 0, β = θ + 0.02, T = 2e-3.
+    let soft = PruneConfig::default();
+    let thr = Thresholds::new(m.cfg.num_hidden_layers, soft.theta_init, soft.beta_gap_init)?;
+    let plan = if spec.soft_masks {
+        groups.push(Group { name: "thresholds".into(), vars: thr.vars().into_iter().filter(|(n, _)| n.ends_with("theta") || n.ends_with("delta")).collect(), lr: soft.threshold_lr, weight_decay: 0.0 });
+        Plan {
+            numerics: Numerics::Approx,
+            masking: Masking::Soft { theta: thr.theta.as_tensor().clone(), beta: thr.beta()?, exponent: None, temperature: soft.temperature, cumulative: soft.cumulative, per_input: soft.per_input_loss },
+            physical: false,
+        }
+    } else {
+        Plan::exact()
+    };
+    let mut opt = AdamW::new(groups)?;
     let (mut fw, mut bw, mut op, mut st) = (vec![], vec![], vec![], vec![]);
     for it in 0..=spec.steps {
         let mut rng = params::seeded(it as u64);
         let t0 = Instant::now();
-        let out = model.forward(&inputs, &mut ForwardCtx { dropout: Some(&mut rng), output_attentions: false })?;
-        let loss = task_loss(&out.logits.expect("head"), &labels, false)?;
+        let out = model.forward_with(&inputs, &plan, &mut ForwardCtx { dropout: Some(&mut rng), output_attentions: false })?;
+        let mut loss = task_loss(out.base.logits.as_ref().expect("head"), &labels, false)?;
+        if let (Some(p), Some(a)) = (&out.l_prune, &out.l_approx) {
+            loss = (loss + ((p + (a * soft.alpha)?)? * soft.lambda)?)?;
+        }
         let t1 = Instant::now();
         let grads = loss.backward()?;
         let t2 = Instant::now();
@@ -92,6 +128,8 @@ pub fn run(spec: &BenchSpec, mut on_step: impl FnMut(usize)) -> Result<BenchRepo
         step_max_s: st[st.len() - 1],
         step_s,
         examples_per_second: b as f64 / step_s,
+        soft_masks: spec.soft_masks,
+        peak_rss_mib: peak_rss_mib(),
     })
 }
 
