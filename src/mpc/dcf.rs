@@ -308,39 +308,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod speed {
-    use super::*;
-    #[test]
-    #[ignore = "timing"]
-    fn gen_and_eval_speed() {
-        let d = Dcf::new(37, 37);
-        let prg = Prg::default();
-        let n = 100_000;
-        let t = std::time::Instant::now();
-        let mut cw = Vec::new();
-        let alphas: Vec<u64> = (0..n as u64).map(|j| j * 7919).collect();
-        let roots: Vec<[u128; 2]> = (0..n as u128).map(|j| [j * 3, j * 5 + 1]).collect();
-        d.gen(&prg, &alphas, &vec![5; n], &roots, &mut cw);
-        let g = t.elapsed();
-        let roots: Vec<u128> = (0..n as u128).map(|j| j * 3).collect();
-        let xs: Vec<u64> = (0..n as u64).map(|j| j * 31).collect();
-        let t = std::time::Instant::now();
-        let v = d.eval(&prg, 0, &roots, &cw, &xs);
-        let e = t.elapsed();
-        eprintln!("gen {:.0} ns/key, eval {:.0} ns/key ({})", g.as_nanos() as f64 / n as f64, e.as_nanos() as f64 / n as f64, v[0]);
-    }
-}
-#[cfg(test)]
-mod speed2 {
-    use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-    #[test]
-    #[ignore = "timing"]
-    fn raw_aes() {
-        let a = aes::Aes128::new(GenericArray::from_slice(&[1u8; 16]));
-        let mut blocks = vec![aes::Block::default(); 300_000];
-        let t = std::time::Instant::now();
-        for _ in 0..10 { a.encrypt_blocks(&mut blocks); }
-        eprintln!("aes {:.1} ns/block", t.elapsed().as_nanos() as f64 / 3e6);
-    }
-}
