@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces docs/RESULTS.md "SST-2 frontier" and "Table 2": zero-shot
-# thresholds for p = 1, 0.5 and 0 on the fine-tuned SST-2 model, the
-# FLOPs-target runs, and the paper's Table 2 on real dev sets. One job at a
-# time (2 cores). Idempotent: finished runs are skipped, unfinished resume.
+# Reproduces docs/RESULTS.md "SST-2 frontier": zero-shot thresholds for
+# p = 1, 0.5 and 0 on the fine-tuned SST-2 model and the FLOPs-target runs
+# (scripts/table2.sh builds Table 2 from them and the other tasks). One job
+# at a time (2 cores). Idempotent: finished runs are skipped, unfinished resume.
 # Needs ../shared/glue (or pass a GLUE root); fine-tunes what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,3 @@ done
 # multiplier in both stages), each point also with the baselines in one
 # picture: runs/frontier/sweep-p05/sweep.svg.
 $bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.55,0.45 --out runs/frontier/sweep-p05 -q
-
-# Table 2 (docs/RESULTS.md): one fine-tuned and one pruned run per task.
-$bin table --run runs/glue/sst2:runs/frontier/sweep-p05/target-0.55 --out runs/frontier/table2.md -q
