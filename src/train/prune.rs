@@ -66,7 +66,16 @@ impl PruneStage {
 
     fn sim(&self, observer: &mut dyn Observer) -> Result<SimReport> {
         let (t, b) = self.thr.values()?;
-        simulate(&self.model, &hard_plan(&self.cfg, t, b, self.thr.exponents()?, false), self.task, &self.dev, 64, self.cfg.max_seq_len, observer)
+        simulate(&self.model, &hard_plan(&self.cfg, t, b, self.thr.exponents()?, false), self.task, &self.dev, self.eval_batch(), self.cfg.max_seq_len, observer)
+    }
+
+    /// The dev check runs the trainable model, whose graph candle keeps for
+    /// a whole batch: attention tensors grow as batch × n², so long inputs
+    /// get smaller batches (64 up to 64 tokens; RTE's 2-sentence pairs peaked
+    /// at 13–24 GB with 64).
+    fn eval_batch(&self) -> usize {
+        let n = self.dev.iter().map(Encoded::len).max().unwrap_or(1).min(self.cfg.max_seq_len).max(1);
+        (64 * 64 * 64 / (n * n)).clamp(1, 64)
     }
 }
 
