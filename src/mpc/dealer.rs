@@ -124,11 +124,13 @@ impl PoolKey {
     pub fn mat(m: usize, k: usize, n: usize) -> Self {
         PoolKey { kind: pool::MAT_TRIPLE, p: [m as u64, k as u64, n as u64] }
     }
-    pub fn dcf_msb() -> Self {
-        PoolKey::of(pool::DCF_MSB)
+    /// DCF keys are pooled per layer (`None`: outside the layers), so the
+    /// offline plan counts them where they are used.
+    pub fn dcf_msb(layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_MSB, p: [0, layer_tag(layer), 0] }
     }
-    pub fn dcf_trunc(k: u32) -> Self {
-        PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, 0, 0] }
+    pub fn dcf_trunc(k: u32, layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, layer_tag(layer), 0] }
     }
 
     /// Whether this pool holds DCF keys (whose correction words both
@@ -183,6 +185,10 @@ impl PoolKey {
     fn stream(&self, comp: u64) -> u64 {
         stream_id(self.kind, self.p, comp)
     }
+}
+
+fn layer_tag(layer: Option<usize>) -> u64 {
+    layer.map_or(0, |l| l as u64 + 1)
 }
 
 /// A stream id from a tag, parameters and a component (splitmix64 fold).

@@ -74,19 +74,6 @@ pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec
     (k1, k2)
 }
 
-/// The pool of a layer's keys (`None`: outside the layers).
-pub(super) fn msb_key(layer: Option<usize>) -> PoolKey {
-    let mut k = PoolKey::dcf_msb();
-    k.p[1] = layer.map_or(0, |l| l as u64 + 1);
-    k
-}
-
-pub(super) fn trunc_key(k: u32, layer: Option<usize>) -> PoolKey {
-    let mut key = PoolKey::dcf_trunc(k);
-    key.p[1] = layer.map_or(0, |l| l as u64 + 1);
-    key
-}
-
 impl SharesBackend {
     /// Whether MSB and truncation run on DCF keys here (compaction networks
     /// draw from online streams and keep the comparison circuit).
@@ -98,9 +85,9 @@ impl SharesBackend {
         crate::secure::backend::Backend::meter(self).scope().layer
     }
 
-    /// Client: fetch the keys of `want` from the dealer (when `fetch`) and
-    /// forward their correction words to the server; server: receive them.
-    pub(super) fn forward_keys(&mut self, want: &[(PoolKey, usize)], fetch: bool) {
+    /// Client: fetch the keys of `want` from the dealer and forward their
+    /// correction words to the server; server: receive them.
+    pub(super) fn forward_keys(&mut self, want: &[(PoolKey, usize)]) {
         let want: Vec<(PoolKey, usize)> = want.iter().copied().filter(|&(_, n)| n > 0).collect();
         if want.is_empty() {
             return;
@@ -111,10 +98,8 @@ impl SharesBackend {
             let r = self.corr.store_forwarded(&want, &mut rd).and_then(|()| rd.done());
             self.ok(r.map_err(|e| e.at("DCF keys from the client")));
         } else {
-            if fetch {
-                let r = self.corr.refill_keys(&want);
-                self.ok(r);
-            }
+            let r = self.corr.refill_keys(&want);
+            self.ok(r);
             let msg = self.corr.keys_to_forward(&want, MsgWriter::new(self.ring)).finish();
             self.send_only(msg);
         }
@@ -131,12 +116,12 @@ impl SharesBackend {
             take
         });
         self.deal_keys_offline(&[(key, planned)]);
-        self.forward_keys(&[(key, need - planned)], true);
+        self.forward_keys(&[(key, need - planned)]);
     }
 
     pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
         let (n, r) = (x.len(), self.ring);
-        let key = msb_key(self.layer());
+        let key = PoolKey::dcf_msb(self.layer());
         self.keys_for(key, n);
         let m = self.corr.dcf_msb(key, n);
         let y = self.open(&arith::add(r, x, &m.r));
@@ -160,7 +145,7 @@ impl SharesBackend {
     pub(super) fn truncate_fss(&mut self, x: &[u64], k: u32) -> Vec<u64> {
         let (n, r, l) = (x.len(), self.ring, self.ring.bits());
         assert!(k < l, "truncation by {k} bits in a {l}-bit ring");
-        let key = trunc_key(k, self.layer());
+        let key = PoolKey::dcf_trunc(k, self.layer());
         self.keys_for(key, n);
         let m = self.corr.dcf_trunc(key, n);
         let half = 1u64 << (l - 1);

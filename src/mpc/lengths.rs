@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use super::channel::ring_bytes;
 use super::dealer::{pool, PoolKey};
 use super::estimate::{OnlineCost, Protocol};
-use super::fss;
 use super::shares::Suite;
 use super::sort::Compaction;
 use crate::fixed::cost::swap_compaction;
@@ -326,7 +325,7 @@ impl Backend for Lengths<'_> {
             return n;
         }
         if self.suite == Suite::Fss {
-            let key = fss::trunc_key(k, self.meter.scope().layer);
+            let key = PoolKey::dcf_trunc(k, self.meter.scope().layer);
             self.draw(key, n);
             self.open(n);
             return n;
@@ -345,7 +344,7 @@ impl Backend for Lengths<'_> {
             return (0, true);
         }
         if self.suite == Suite::Fss {
-            let key = fss::msb_key(self.meter.scope().layer);
+            let key = PoolKey::dcf_msb(self.meter.scope().layer);
             self.draw(key, *a);
             self.open(*a);
             return (*a, true);

@@ -9,6 +9,7 @@
 //! | secret × secret | Beaver triple (element-wise or matrix) | 1 |
 //! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, wrap and borrow lifted to the ring together | 2 + circuit depth (7 at 37/12) |
 //! | MSB / comparison | open x + r, ℓ−1-bit comparison circuit on r's bit shares | 1 + ⌈log₂(ℓ−1)⌉ |
+//! | MSB, exact truncation with `Suite::Fss` | open x + r, evaluate the dealer's DCF keys ([`super::fss`]); B2A after an MSB is free | 1 |
 //! | MUX | open b ⊕ t and (x₁ − x₀) − v together | 1 |
 //! | bit → ring | open b ⊕ t | 1 |
 //! | compaction, partition | [`super::sort`] | see there |
@@ -241,7 +242,7 @@ impl SharesBackend {
         let start = Instant::now();
         let was = std::mem::replace(&mut self.in_offline, true);
         self.corr.set_online(false);
-        self.forward_keys(want, true);
+        self.forward_keys(want);
         self.corr.set_online(!was);
         self.in_offline = was;
         let off = self.corr.offline_traffic();
