@@ -5,8 +5,9 @@
 #   finetune -> prune (soft + hard stage) -> export -> secure-eval -> two-party run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release/cipherprune
+# CIPHERPRUNE=path runs that binary instead of building this checkout's.
+bin=${CIPHERPRUNE:-target/release/cipherprune}
+[[ -n ${CIPHERPRUNE:-} ]] || cargo build --release --quiet
 run=${1:-runs/demo-$(date +%Y%m%d-%H%M%S)}
 echo "== demo run directory: $run"
 echo "== 1/5 fine-tune (configs/demo.yaml)"

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 glue=${1:-../shared/glue}; shift || true
-bin=target/release/cipherprune
-cargo build --release --quiet
+# CIPHERPRUNE=path runs that binary instead of building this checkout's.
+bin=${CIPHERPRUNE:-target/release/cipherprune}
+[[ -n ${CIPHERPRUNE:-} ]] || cargo build --release --quiet
 
 # name | config | extra flags
 recipes=(

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 glue=${1:-../shared/glue}
-cargo build --release --quiet
-bin=target/release/cipherprune
+# CIPHERPRUNE=path runs that binary instead of building this checkout's.
+bin=${CIPHERPRUNE:-target/release/cipherprune}
+[[ -n ${CIPHERPRUNE:-} ]] || cargo build --release --quiet
 mkdir -p runs/ablation
 
 # Fine-tuning (docs/RESULTS.md "Fine-tuning"): our recipes, then HF's reference recipe on SST-2.

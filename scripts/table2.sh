@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 glue=${1:-../shared/glue}; shift || true
 tasks=("$@"); [[ $# -gt 0 ]] || tasks=(rte mrpc stsb cola)
-bin=target/release/cipherprune
+bin=${CIPHERPRUNE:-target/release/cipherprune}
 scripts/frontier.sh "$glue"          # builds the binary; SST-2's fine-tune and target-0.55 run
 mkdir -p runs/table2/zero-shot
 runs=(--run runs/glue/sst2:runs/frontier/sweep-p05/target-0.55)

@@ -41,6 +41,11 @@ pub struct FinetuneConfig {
     pub eval_every: usize,
     /// Append a metrics line every N steps.
     pub log_every: usize,
+    /// LengthDrop (LAT, with PoWER-BERT's selection): on half the batches,
+    /// after each layer keep only the highest-scoring share 1 − U(0, p) of
+    /// the live tokens (a random length per layer and batch), so that the
+    /// model learns to work on what pruning leaves. In [0, 1); 0 is off.
+    pub length_drop: f64,
 }
 
 impl Default for FinetuneConfig {
@@ -63,6 +68,7 @@ impl Default for FinetuneConfig {
             save_every: 500,
             eval_every: 0,
             log_every: 20,
+            length_drop: 0.0,
         }
     }
 }
@@ -87,6 +93,9 @@ impl FinetuneConfig {
         }
         if self.save_every == 0 || self.log_every == 0 {
             return bad("save_every and log_every must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.length_drop) {
+            return Err(Error::Config(format!("length_drop is {}, not in [0, 1)", self.length_drop)));
         }
         Ok(())
     }

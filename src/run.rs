@@ -245,7 +245,7 @@ pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimRep
     let results = run_all(&w, &model, &ecfg, &inputs, progress).map_err(|e| Error::Model(e.to_string()))?;
     let labels: Vec<f32> = run.data.iter().map(|e| e.label).collect();
     let (preds, metrics) = crate::prune::check::engine_metrics(run.task, &results, &labels);
-    let agreement = preds.iter().zip(&sim.predictions).filter(|(a, b)| a == b).count() as f64 / preds.len().max(1) as f64;
+    let agreement = crate::prune::check::agreeing(run.task, &preds, &sim.predictions) as f64 / preds.len().max(1) as f64;
     let overflows = results.iter().map(|r| r.run_overflow.count()).sum::<u64>() + model.encode_overflow().count();
     let shapes = engine_shapes(&results, run.data.iter().map(|e| e.len()));
     let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle, suite: Default::default() };

@@ -72,6 +72,10 @@ pub struct FinetuneArgs {
     /// Also evaluate on dev every N steps (0: only at epoch ends).
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// LengthDrop p in [0, 1): half the batches keep a random share
+    /// 1 − U(0, p) of the highest-scoring tokens after each layer.
+    #[arg(long, value_name = "P")]
+    pub length_drop: Option<f64>,
     #[command(flatten)]
     pub common: CommonTrain,
 }
@@ -91,6 +95,7 @@ fn resolve(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     if let Some(v) = args.weight_decay { cfg.weight_decay = v; }
     if let Some(v) = args.save_every { cfg.save_every = v; }
     if let Some(v) = args.eval_every { cfg.eval_every = v; }
+    if let Some(v) = args.length_drop { cfg.length_drop = v; }
     let c = &args.common;
     if let Some(v) = c.epochs { cfg.epochs = v; }
     if let Some(v) = c.batch_size { cfg.batch_size = v; }

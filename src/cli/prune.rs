@@ -94,6 +94,10 @@ pub struct PruneArgs {
     /// when --checkpoint is an earlier pruning run.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Rank distillation weight (0: off): every layer's token scores learn
+    /// the ranking of the teacher's last-layer scores.
+    #[arg(long, value_name = "W")]
+    pub rank_distill: Option<f64>,
     #[arg(long)]
     pub save_every: Option<usize>,
     #[arg(long)]
@@ -144,6 +148,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
+    if let Some(v) = args.rank_distill { cfg.rank_distill = v; }
     if let Some(v) = args.save_every { cfg.save_every = v; }
     if let Some(v) = args.eval_every { cfg.eval_every = v; }
     if let Some(v) = c.batch_size { cfg.batch_size = v; }

@@ -36,7 +36,8 @@ pub struct OverflowRow {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
-    /// Fraction of examples where simulation and engine predict the same.
+    /// Share of examples where the engine predicts what the simulation
+    /// does (see [`agreeing`]).
     pub agreement: f64,
     pub logit_diff_max: f64,
     pub logit_diff_mean: f64,
@@ -57,6 +58,17 @@ pub struct Comparison {
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
+
+/// How many predictions agree: the same class, or for a regression (STS-B,
+/// scores 0–5) scores within [`REGRESSION_AGREEMENT`] of each other, where
+/// bit-equal floats would say nothing.
+pub fn agreeing(task: Task, a: &[f32], b: &[f32]) -> usize {
+    let tol = if task.is_regression() { REGRESSION_AGREEMENT } else { 0.0 };
+    a.iter().zip(b).filter(|(x, y)| (*x - *y).abs() <= tol).count()
+}
+
+/// 1 % of STS-B's 0–5 scale.
+pub const REGRESSION_AGREEMENT: f32 = 0.05;
 
 /// Engine predictions (argmax or the regression value) and metrics.
 pub fn engine_metrics(task: Task, results: &[ForwardResult], labels: &[f32]) -> (Vec<f32>, Metrics) {
@@ -96,7 +108,7 @@ pub fn compare(
     let (preds, engine) = engine_metrics(task, pruned, labels);
     let (_, engine_unpruned) = engine_metrics(task, unpruned, labels);
     let n = pruned.len().max(1) as f64;
-    let agree = preds.iter().zip(&sim.predictions).filter(|(a, b)| a == b).count();
+    let agree = agreeing(task, &preds, &sim.predictions);
     let mut diffs = vec![];
     for (r, s) in pruned.iter().zip(&sim.logits) {
         for (a, b) in r.logits.iter().zip(s) {
@@ -169,4 +181,17 @@ pub fn compare(
 /// Metric names without the `examples` count, for tables.
 pub fn shown(m: &Metrics) -> BTreeMap<String, f64> {
     m.iter().filter(|(k, _)| *k != "examples").map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_scores_agree_within_a_hundredth_of_the_scale() {
+        let (a, b) = ([1.0f32, 2.0, 3.0, 4.0], [1.0f32, 2.04, 3.06, 1.0]);
+        assert_eq!(agreeing(Task::Stsb, &a, &b), 2);
+        // Classes must match exactly.
+        assert_eq!(agreeing(Task::Sst2, &[1.0, 0.0, 1.0], &[1.0, 1.0, 1.0]), 2);
+    }
 }

@@ -74,6 +74,12 @@ pub struct PruneConfig {
     /// default: `checkpoint`. Lets a second round of pruning, started from
     /// a pruned run, still learn from the unpruned model.
     pub teacher: Option<PathBuf>,
+    /// Weight of rank distillation (ToP): every layer's scores learn the
+    /// ranking of the teacher's last-layer scores over the same live
+    /// tokens (a KL between softmaxes of the standardised scores), so
+    /// early layers learn which tokens the finished model will need.
+    /// Added to the loss in both stages; 0 turns it off.
+    pub rank_distill: f64,
     pub eval_limit: Option<usize>,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
@@ -114,6 +120,7 @@ impl Default for PruneConfig {
             min_train_tokens: 0,
             distill: 0.0,
             teacher: None,
+            rank_distill: 0.0,
             eval_limit: None,
             freeze_word_embeddings: true,
             save_every: 200,
@@ -155,6 +162,9 @@ impl PruneConfig {
         }
         if !(0.0..=1.0).contains(&self.distill) {
             return bad("distill must be in [0, 1]");
+        }
+        if !(self.rank_distill >= 0.0 && self.rank_distill.is_finite()) {
+            return Err(Error::Config(format!("rank_distill is {}, not a non-negative number", self.rank_distill)));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad("warmup_ratio must be in [0, 1)");

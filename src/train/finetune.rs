@@ -13,7 +13,7 @@ use super::trainer::{self, LoopSpec, Outcome, Stage};
 use crate::config::FinetuneConfig;
 use crate::data::{batch::Batch, Encoded, Task};
 use crate::error::{Error, Result};
-use crate::model::{params, Bert, BertConfig, ForwardCtx, Inputs, Params};
+use crate::model::{params, Bert, BertConfig, ForwardCtx, Inputs, Masking, Numerics, Params, Plan};
 use crate::run::{load_model, load_split, Loaded};
 
 /// Copies the tokenizer files next to saved weights so a run directory is
@@ -57,12 +57,25 @@ struct FinetuneStage {
     batch_size: usize,
     lr: f64,
     weight_decay: f64,
+    length_drop: f64,
+}
+
+/// A LengthDrop plan for one batch: the plain model on half the batches,
+/// else per layer a share 1 − U(0, p) of the live tokens kept by score.
+fn length_drop_plan(p: f64, layers: usize, rng: &mut ChaCha8Rng) -> Plan {
+    use rand::Rng;
+    if p == 0.0 || rng.gen_bool(0.5) {
+        return Plan::exact();
+    }
+    let keep = (0..layers).map(|_| 1.0 - rng.gen_range(0.0..p)).collect();
+    Plan { numerics: Numerics::Exact, masking: Masking::Ratio { keep }, physical: false }
 }
 
 impl Stage for FinetuneStage {
     fn loss(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let plan = length_drop_plan(self.length_drop, self.loaded.cfg.num_hidden_layers, rng);
         let mut ctx = ForwardCtx { dropout: Some(rng), output_attentions: false };
-        let out = self.model.forward(&inputs_of(b)?, &mut ctx)?;
+        let out = self.model.forward_with(&inputs_of(b)?, &plan, &mut ctx)?.base;
         let logits = out.logits.expect("fine-tuned model has a head").to_dtype(DType::F32)?;
         Ok((task_loss(&logits, &b.labels, self.task.is_regression())?, vec![]))
     }
@@ -117,7 +130,7 @@ pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<Finetu
     let model = Bert::new(&loaded.cfg, &loaded.params, Some(task.num_labels()))?;
     std::fs::create_dir_all(&run.run_dir).map_err(|e| Error::io(&run.run_dir, e))?;
     crate::config::save_yaml(&run.run_dir.join("config.yaml"), cfg)?;
-    let mut stage = FinetuneStage { loaded, model, task, dev, batch_size: cfg.batch_size, lr: cfg.learning_rate, weight_decay: cfg.weight_decay };
+    let mut stage = FinetuneStage { loaded, model, task, dev, batch_size: cfg.batch_size, lr: cfg.learning_rate, weight_decay: cfg.weight_decay, length_drop: cfg.length_drop };
     let spec = LoopSpec {
         run_dir: run.run_dir.clone(),
         epochs: cfg.epochs,
@@ -136,4 +149,23 @@ pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<Finetu
     let (n_train, n_dev) = (train.len(), stage.dev.len());
     let outcome = trainer::run(&spec, &mut stage, &train, observer)?;
     Ok(FinetuneReport { outcome, train_examples: n_train, dev_examples: n_dev })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn length_drop_prunes_half_the_batches_at_random_shares() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        assert!((0..50).all(|_| matches!(length_drop_plan(0.0, 4, &mut rng).masking, Masking::Off)));
+        let plans: Vec<Plan> = (0..400).map(|_| length_drop_plan(0.4, 4, &mut rng)).collect();
+        let keeps: Vec<&Vec<f64>> = plans.iter().filter_map(|p| match &p.masking { Masking::Ratio { keep } => Some(keep), _ => None }).collect();
+        assert!((160..240).contains(&keeps.len()), "{} of 400 batches pruned", keeps.len());
+        let all: Vec<f64> = keeps.iter().flat_map(|k| k.iter().copied()).collect();
+        assert!(keeps.iter().all(|k| k.len() == 4) && all.iter().all(|&k| k > 0.6 && k <= 1.0));
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        assert!((mean - 0.8).abs() < 0.02, "mean share kept {mean}");
+    }
 }

@@ -43,9 +43,16 @@ struct PruneStage {
     dev: Vec<Encoded>,
     cfg: PruneConfig,
     soft: bool,
-    /// Distillation targets per training row (the starting model's exact
-    /// logits), when `cfg.distill > 0`.
-    teacher: Option<std::sync::Arc<Vec<Vec<f32>>>>,
+    /// The teacher's view of every training row, when `cfg.distill > 0`
+    /// or `cfg.rank_distill > 0`.
+    teacher: Option<std::sync::Arc<Teacher>>,
+}
+
+/// What the unpruned teacher says about each training row, computed once:
+/// its exact logits and its last layer's score of each real token.
+struct Teacher {
+    logits: Vec<Vec<f32>>,
+    scores: Vec<Vec<f32>>,
 }
 
 impl PruneStage {
@@ -145,11 +152,25 @@ impl Stage for PruneStage {
         let task = task_loss(&logits, &b.labels, self.task.is_regression())?;
         let mut extra = vec![("task_loss".to_string(), task.to_scalar::<f32>()? as f64)];
         let mut loss = task;
-        if let Some(t) = &self.teacher {
+        let teacher = self.teacher.clone();
+        if let (Some(t), true) = (&teacher, self.cfg.distill > 0.0) {
             let w = self.cfg.distill;
-            let d = distill_loss(&logits, b.indices.iter().map(|&i| t[i].as_slice()), self.task.is_regression())?;
+            let d = distill_loss(&logits, b.indices.iter().map(|&i| t.logits[i].as_slice()), self.task.is_regression())?;
             extra.push(("distill_loss".into(), d.to_scalar::<f32>()? as f64));
             loss = ((loss * (1.0 - w))? + (d * w)?)?;
+        }
+        if let (Some(t), true) = (&teacher, self.cfg.rank_distill > 0.0) {
+            let w = self.cfg.rank_distill;
+            // Live tokens per layer: every real one in the soft stage (its
+            // masks scale, they do not remove); in the hard stage those the
+            // previous layer kept.
+            let mask = Tensor::from_vec(b.attention_mask.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b.batch_size, b.seq_len), logits.device())?;
+            let lives: Vec<Tensor> = (0..out.scores.len()).map(|l| if self.soft || l == 0 { mask.clone() } else { out.keep_masks[l - 1].detach() }).collect();
+            let rows: Vec<f32> = b.indices.iter().flat_map(|&i| t.scores[i].iter().copied().chain(std::iter::repeat(0.0)).take(b.seq_len)).collect();
+            let teacher = Tensor::from_vec(rows, (b.batch_size, b.seq_len), logits.device())?;
+            let r = rank_distill_loss(&out.scores, &lives, &teacher)?;
+            extra.push(("rank_loss".into(), r.to_scalar::<f32>()? as f64));
+            loss = (loss + (r * w)?)?;
         }
         if self.soft {
             let mut reg: Option<Tensor> = None;
@@ -315,12 +336,49 @@ fn distill_loss<'a>(logits: &Tensor, teacher: impl Iterator<Item = &'a [f32]>, r
     Ok(((p * log_q)?.sum(1)?.mean_all()? * -1.0)?)
 }
 
-/// The model's exact, unpruned logits for every row of `data`.
-fn teacher_logits(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> Result<Vec<Vec<f32>>> {
-    super::eval::map_batches("teacher", data, 64, observer, |b| {
-        let logits = model.forward(&inputs_of(b)?, &mut ForwardCtx::eval())?.logits.expect("pruned model has a head");
-        Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
-    })
+/// Rank distillation (ToP's idea, ListNet's loss): per layer and row, the
+/// KL from softmax(z(teacher)) to softmax(z(student scores)) over the live
+/// tokens but [CLS] (always kept, never ranked), z standardising over those
+/// tokens so that only the order and spread count, not the 1/n^p scale;
+/// averaged over rows, then layers. `scores`, `lives` per layer and
+/// `teacher` are (batch, seq).
+fn rank_distill_loss(scores: &[Tensor], lives: &[Tensor], teacher: &Tensor) -> Result<Tensor> {
+    let seq = teacher.dim(1)?;
+    let not_cls = Tensor::from_vec((0..seq).map(|i| if i == 0 { 0f32 } else { 1.0 }).collect::<Vec<_>>(), (1, seq), teacher.device())?;
+    let mut per_layer = Vec::with_capacity(scores.len());
+    for (s, live) in scores.iter().zip(lives) {
+        let m = live.broadcast_mul(&not_cls)?;
+        let n = m.sum_keepdim(1)?.clamp(1f32, f32::MAX)?;
+        let z = |x: &Tensor| -> Result<Tensor> {
+            let mean = (x * &m)?.sum_keepdim(1)?.div(&n)?;
+            let c = (x.broadcast_sub(&mean)? * &m)?;
+            let sd = (c.sqr()?.sum_keepdim(1)?.div(&n)? + 1e-12)?.sqrt()?;
+            // Masked positions sit far below every live one.
+            Ok((c.broadcast_div(&sd)? + ((&m - 1.0)? * 1e4)?)?)
+        };
+        let log_p = candle_nn::ops::log_softmax(&z(&teacher.detach())?, candle_core::D::Minus1)?;
+        let log_q = candle_nn::ops::log_softmax(&z(s)?, candle_core::D::Minus1)?;
+        let kl = (log_p.exp()? * (log_p - log_q)?)?.sum(1)?;
+        per_layer.push(kl.mean_all()?);
+    }
+    Ok((Tensor::stack(&per_layer, 0)?.sum_all()? / scores.len().max(1) as f64)?)
+}
+
+/// The teacher's exact, unpruned logits and last-layer scores (p = 1: the
+/// exponent rescales a row, it does not reorder it) for every row of `data`.
+fn teacher_pass(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> Result<Teacher> {
+    let plan = Plan { numerics: Numerics::Exact, masking: Masking::Hard { theta: None, beta: None, exponent: None }, physical: false };
+    let both = super::eval::map_batches("teacher", data, 64, observer, |b| {
+        let out = model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx::eval())?;
+        let logits = out.base.logits.expect("pruned model has a head").to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let scores = out.scores.last().expect("a model has layers").to_vec2::<f32>()?;
+        Ok(logits.into_iter().zip(scores).zip(&b.indices).map(|((l, mut s), &i)| {
+            s.truncate(data[i].len());
+            (l, s)
+        }).collect())
+    })?;
+    let (logits, scores) = both.into_iter().unzip();
+    Ok(Teacher { logits, scores })
 }
 
 /// The training rows: at least `min_tokens` real tokens, then the first `limit`.
@@ -356,10 +414,10 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }
     let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], exponent: vec![], result_dir: run.out.clone() };
-    let teacher = if cfg.distill > 0.0 {
+    let teacher = if cfg.distill > 0.0 || cfg.rank_distill > 0.0 {
         let other = cfg.teacher.as_ref().map(|dir| load_stage(cfg, dir, task, false, &[])).transpose()?;
         let model = other.as_ref().map_or(&soft_stage.model, |t| &t.model);
-        Some(std::sync::Arc::new(teacher_logits(model, &train, observer)?))
+        Some(std::sync::Arc::new(teacher_pass(model, &train, observer)?))
     } else {
         None
     };
@@ -413,5 +471,28 @@ mod tests {
         let s = Tensor::new(&[[1.0f32], [3.0]], &Device::Cpu).unwrap();
         let t: [&[f32]; 2] = [&[0.0], &[1.0]];
         assert_eq!(distill_loss(&s, t.into_iter(), true).unwrap().to_scalar::<f32>().unwrap(), 2.5);
+    }
+
+    #[test]
+    fn rank_distillation_compares_orders_over_live_tokens_only() {
+        let dev = &Device::Cpu;
+        let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), (1, v.len()), dev).unwrap();
+        let loss = |s: &[f32], live: &[f32], teacher: &[f32]| rank_distill_loss(&[t(s)], &[t(live)], &t(teacher)).unwrap().to_scalar::<f32>().unwrap();
+        let (teacher, live) = ([0.5, 0.1, 0.3, 0.2, 0.0], [1.0, 1.0, 1.0, 1.0, 0.0]);
+        // An affine image of the teacher's live scores ranks alike: [CLS]
+        // and the padding position may hold anything.
+        assert!(loss(&[9.0, 0.25, 0.65, 0.45, 7.0], &live, &teacher).abs() < 1e-5);
+        // Two live tokens in the wrong order: z = ±1 on both sides, so the
+        // KL is 2·p₁ − 2·p₂ = 2·tanh(1).
+        let got = loss(&[0.0, 0.3, 0.1, 0.0, 0.0], &[1.0, 1.0, 1.0, 0.0, 0.0], &teacher);
+        assert!((got - 2.0 * 1f32.tanh()).abs() < 1e-4, "{got}");
+        assert!(loss(&[0.5, 0.3, 0.1, 0.2, 0.0], &live, &teacher) > 0.1);
+        // It reaches the scores: the teacher's top token (2) goes up, its
+        // last (1) down. (A fully reversed order is a stationary point.)
+        let v = candle_core::Var::from_tensor(&t(&[0.5, 0.2, 0.1, 0.25, 0.0])).unwrap();
+        let g = rank_distill_loss(&[v.as_tensor().clone()], &[t(&live)], &t(&teacher)).unwrap().backward().unwrap();
+        let grad = g.get(v.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        assert!(grad[0][1] > 0.0 && grad[0][2] < 0.0, "descent lowers 1, raises 2: {grad:?}");
+        assert_eq!((grad[0][0], grad[0][4]), (0.0, 0.0));
     }
 }

@@ -53,6 +53,24 @@ fn tiny_model_learns_a_separable_task() {
 }
 
 #[test]
+fn length_drop_still_learns_and_then_survives_pruning() {
+    use cipherprune::model::{Masking, Numerics, Plan};
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures::tiny_model(&dir.path().join("m"), 7);
+    let data = fixtures::sentiment_tsvs(&dir.path().join("d"), 480, 120, 1);
+    let cfg = FinetuneConfig { epochs: 4, length_drop: 0.5, ..tiny_cfg(&model, &data) };
+    let run = FinetuneRun { cfg, run_dir: dir.path().join("run"), resume: false, stop_after: None };
+    let acc = finetune(&run, &mut Silent).unwrap().outcome.state.best["accuracy"];
+    assert!(acc >= 0.9, "dev accuracy only {acc}");
+    // Half the tokens dropped by score after every layer still classifies.
+    let spec = cipherprune::run::RunSpec { checkpoint: run.run_dir.clone(), data_dir: Some(data), split: "dev".into(), ..Default::default() };
+    let r = cipherprune::run::Run::load(&spec).unwrap();
+    let plan = Plan { numerics: Numerics::Exact, masking: Masking::Ratio { keep: vec![0.5; r.layers()] }, physical: false };
+    let sim = cipherprune::prune::simulate::simulate(&r.model, &plan, r.task, &r.data, 64, r.max_seq_len, &mut Silent).unwrap();
+    assert!(sim.metrics["accuracy"] >= 0.85 && sim.relative_work < 0.8, "{:?} at work {}", sim.metrics, sim.relative_work);
+}
+
+#[test]
 fn resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures::tiny_model(&dir.path().join("m"), 8);
