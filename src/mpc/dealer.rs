@@ -425,6 +425,13 @@ impl Pool {
     fn take(&mut self, n: usize) -> Vec<Comp> {
         assert!(n <= self.have(), "pool: {n} units of {}", self.have());
         let (pos, unit) = (self.pos, self.unit);
+        if pos == 0 && n == self.units {
+            // All of it, as when keys are dealt just in time: moved, not
+            // copied (DCF keys run to gigabytes a layer).
+            let out = std::mem::take(&mut self.comps);
+            *self = Pool { comps: Vec::new(), unit, pos: 0, units: 0 };
+            return out;
+        }
         self.pos += n;
         let out = self
             .comps
