@@ -29,4 +29,27 @@ done
 # FLOPs targets (configs/prune-sst2-target.yaml: p = 0.5, a Lagrange
 # multiplier in both stages), each point also with the baselines in one
 # picture: runs/frontier/sweep-p05/sweep.svg.
-$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.55,0.45 --out runs/frontier/sweep-p05 -q
+$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.6,0.55,0.45 --out runs/frontier/sweep-p05 -q
+
+# The levers at target 0.45, each against sweep-p05/target-0.45 (the same
+# recipe without it). Skipped when finished, resumed when interrupted.
+prune() {
+  local out=$1; shift
+  [[ -f $out/summary.json ]] && return
+  local resume=(); [[ -d $out/checkpoints || -d $out/soft/checkpoints ]] && resume=(--resume)
+  $bin prune --config configs/prune-sst2-target.yaml --data-dir "$glue" --target-flops 0.45 --out "$out" -q "${resume[@]}" "$@"
+}
+# Rank distillation: every layer's scores learn the teacher's last-layer ranking.
+prune runs/frontier/rank-0.5-target-0.45 --rank-distill 0.5
+# LengthDrop: 16,000 rows of fine-tuning from runs/glue/sst2 where half the
+# batches keep a random share (1 − U(0, 0.5) a layer) of the top-scoring
+# tokens, then the same pruning run, still distilling the plain fine-tune.
+ld=runs/glue/sst2-lengthdrop
+if [[ ! -f $ld/dev.json ]]; then
+  resume=(); [[ -d $ld/checkpoints ]] && resume=(--resume)
+  $bin finetune --config configs/sst2.yaml --data-dir "$glue" --model runs/glue/sst2 --limit 16000 --learning-rate 2e-5 \
+    --length-drop 0.5 --eval-every 0 --out "$ld" -q "${resume[@]}"
+  $bin eval --checkpoint "$ld" --task sst2 --data-dir "$glue" --json > "$ld/dev.json.tmp"
+  mv "$ld/dev.json.tmp" "$ld/dev.json"
+fi
+prune runs/frontier/lengthdrop-target-0.45 --checkpoint "$ld" --teacher runs/glue/sst2

@@ -432,3 +432,33 @@ fn serve_and_ask(run: &Path) {
     assert!(!c.status.success());
     assert!(String::from_utf8_lossy(&c.stderr).contains("cannot connect"), "{}", String::from_utf8_lossy(&c.stderr));
 }
+
+/// Rank distillation: the layers' score rankings move towards the
+/// teacher's last-layer ranking (the logged KL falls), in both stages; a
+/// negative weight is refused before anything is written.
+#[test]
+fn rank_distillation_pulls_every_layers_ranking_towards_the_teachers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixtures::tiny_model(&d.join("m"), 25);
+    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 10);
+    let ft = d.join("ft");
+    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
+    let pr = d.join("pr");
+    let flags = ["prune", "-q", "--soft-epochs", "3", "--hard-epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--temperature", "0.01", "--lambda", "0.1", "--rank-distill", "5", "--log-every", "1"];
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
+    let rank = |file: &str| -> Vec<f64> {
+        std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "train").map(|v| v["rank_loss"].as_f64().unwrap_or_else(|| panic!("no rank_loss in {v}"))).collect()
+    };
+    let soft = rank("soft/metrics.jsonl");
+    assert!(soft.len() >= 12, "{} logged steps", soft.len());
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&soft[..3]), mean(&soft[soft.len() - 3..]));
+    assert!(last < 0.8 * first, "rank KL {first} → {last}");
+    assert!(!rank("metrics.jsonl").is_empty());
+    let out = d.join("refused");
+    let e = cp(&["prune", "-q", "--rank-distill=-1"], &[("--checkpoint", &ft), ("--out", &out)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("rank_distill is -1"), "{msg}");
+    assert!(!out.exists(), "nothing may be written");
+}
