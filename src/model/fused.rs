@@ -69,6 +69,33 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `$f(args…)` compiled for AVX2 + FMA when the CPU has them, through
+/// a target-feature function of its own. ([`simd`]'s closures were not
+/// inlined into its wrapper when their bodies were large, and then ran as
+/// scalar SSE: the GELU backward passes, 4 % of a step and 7 % of a soft
+/// step.)
+macro_rules! wide {
+    ($f:path, $($a:ident: $t:ty),*) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($a: $t),*) {
+                $f($($a),*)
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the features were just detected.
+                unsafe { avx2($($a),*) }
+            } else {
+                $f($($a),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        $f($($a),*)
+    }};
+}
+pub(crate) use wide;
+
 /// Rows handled per rayon task: enough work to hide the hand-off.
 pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
@@ -118,6 +145,22 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+#[inline(always)]
+fn gelu_forward(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+    }
+}
+
+/// GELU'(x) = Φ(x) + x·φ(x), times the incoming gradient.
+#[inline(always)]
+fn gelu_backward(d: &mut [f32], x: &[f32], g: &[f32]) {
+    for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+        let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+        *d = g * (cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x));
+    }
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "fused-gelu"
@@ -126,29 +169,15 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).for_each(|(y, x)| {
-            simd(|| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
-                }
-            })
-        });
+        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).for_each(|(y, x)| wide!(gelu_forward, y: &mut [f32], x: &[f32]));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        // GELU'(x) = Φ(x) + x·φ(x)
         let dx = with_data(arg, |x| {
             with_data(grad, |g| {
                 let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384))).for_each(|(d, (x, g))| {
-                    simd(|| {
-                        for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-                            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-                            *d = g * (cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x));
-                        }
-                    })
-                });
+                dx.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384))).for_each(|(d, (x, g))| wide!(gelu_backward, d: &mut [f32], x: &[f32], g: &[f32]));
                 Ok(dx)
             })
         })?;
