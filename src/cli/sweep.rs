@@ -39,10 +39,32 @@ pub struct SweepArgs {
     /// the λ recipe; repeatable.
     #[arg(long)]
     pub baseline: Vec<std::path::PathBuf>,
+    /// Also run every trained point on the fixed-point engine at 37/12
+    /// (exact truncation): its metric and agreement with the simulation go
+    /// into sweep.jsonl (about a minute per point on SST-2's dev set).
+    #[arg(long)]
+    pub engine: bool,
     /// Everything `prune` takes; --out is the sweep directory, one
     /// `lambda-X/` run per value inside it.
     #[command(flatten)]
     pub prune: PruneArgs,
+}
+
+/// A trained point on the engine at 37/12: (its metric, agreement with the
+/// float simulation), on the dev rows its summary scored.
+fn engine_point(dir: &std::path::Path, prune: &PruneArgs, quiet: bool) -> Result<(f64, f64)> {
+    let cfg = resolve(prune)?;
+    let spec = RunSpec { checkpoint: dir.to_path_buf(), split: "dev".into(), limit: cfg.eval_limit, ..Default::default() };
+    let run = Run::load(&spec)?;
+    let ablation = Ablation::default();
+    let r = simulate(&run.model, &run.plan(ablation, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
+    let pb = indicatif::ProgressBar::new(run.data.len() as u64);
+    if quiet {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let c = cipherprune::run::engine_check(&run, &run.plan(ablation, true)?, &r, Ring::BOLT, &|_| pb.inc(1))?;
+    pb.finish_and_clear();
+    Ok((c.metrics[run.task.main_metric()], c.agreement))
 }
 
 pub fn run(mut args: SweepArgs) -> Result<()> {
@@ -100,6 +122,12 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
         println!("{label:<12} {main} {m:.4}  relative work {rw:.3}  relative FLOPs {rf:.3}  secure bytes {:.3}  tokens kept per layer {}", f("secure_bytes_ratio"), summary["tokens_kept_per_layer"]);
         let mut line = summary.clone();
         line[if by_target { "target_flops" } else { "lambda" }] = v.into();
+        if args.engine {
+            let (em, agreement) = engine_point(&out, &args.prune, quiet)?;
+            println!("{:<12} engine 37/12: {main} {em:.4}, agreement with the simulation {:.2} %", "", 100.0 * agreement);
+            line["engine"] = em.into();
+            line["agreement"] = agreement.into();
+        }
         lines.push_str(&format!("{line}\n"));
         points.push(((rf, f("secure_bytes_ratio"), m), label));
     }

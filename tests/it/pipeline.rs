@@ -263,7 +263,9 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     let at = sweep.iter().position(|f| *f == "--target-flops").unwrap();
     sweep.drain(at..at + 2);
     sweep.extend(["--targets", "0.6", "--zero-shot", "1,2", "--keep-ratios", "0.7"]);
-    let out = cp(&sweep, &[("--checkpoint", &ft), ("--out", &sw1)]);
+    let mut first_sweep = sweep.clone();
+    first_sweep.push("--engine");
+    let out = cp(&first_sweep, &[("--checkpoint", &ft), ("--out", &sw1)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("target 0.6") && text.contains("zero-shot ramp") && text.contains("keep ratio 0.7"), "{text}");
@@ -274,6 +276,11 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(sw1.join("sweep.jsonl")).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(line["target_flops"], 0.6);
     assert!(line["secure_bytes_ratio"].as_f64().is_some(), "{line}");
+    // --engine: the point on the fixed-point engine, which agrees with the
+    // float simulation on nearly every example.
+    let (engine, agreement) = (line["engine"].as_f64().unwrap(), line["agreement"].as_f64().unwrap());
+    assert!(agreement >= 0.8 && (engine - line["accuracy"].as_f64().unwrap()).abs() <= 0.2, "{line}");
+    assert!(text.contains("engine 37/12"), "{text}");
     let sw2 = d.join("sweep2");
     let mut again = sweep.clone();
     again.extend(["--zero-shot", "1", "--keep-ratios", "0.9", "--baseline", sw1.to_str().unwrap()]);
