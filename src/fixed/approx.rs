@@ -209,7 +209,13 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let r = b.ring();
     let n = b.len(x);
     assert!(nh <= n, "{nh} high of {n} elements");
-    let (sign, a) = sign_abs(b, x);
+    // |x| and ReLU(x) = sign ? 0 : x are both MUXes on the sign alone: one
+    // MUX over both (one round instead of two), the same values.
+    let sign = b.msb(x);
+    let (nx, zero) = (b.neg(x), b.zeros(n));
+    let (s2, if_neg, if_pos) = (b.bits_concat(&[&sign, &sign]), b.concat(&[&nx, &zero]), b.concat(&[x, x]));
+    let both = b.mux(&s2, &if_neg, &if_pos);
+    let (a, relu) = (part(b, &both, 0..n), part(b, &both, n..2 * n));
     let cut_t = split_const(n, nh, lt_threshold(r, GELU_HIGH_CUT), lt_threshold(r, GELU_LOW_CUT));
     let d = b.sub_public(&a, &cut_t);
     let inside = b.msb(&d); // |x| < cut
@@ -245,8 +251,6 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
             b.concat(&[&p_hi, &p_lo])
         }
     };
-    let zero = b.zeros(n);
-    let relu = b.mux(&sign, &zero, x);
     b.mux(&inside, &poly, &relu)
 }
 
@@ -279,7 +283,6 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
     let z2 = b.mul_public(&nx, &[enc(r, INV_LN2)]);
     let mut z = b.truncate(&z2, 2 * s); // an integer, not scaled
     let over = b.sub_public(&z, &split_const(n, nh, clip_h + 1, clip_l + 1));
-    let in_range = b.msb(&over); // z ≤ clip
     let zl = b.mul_public(&z, &[enc(r, LN2)]);
     let p = b.add(x, &zl);
     let [a, bb, c] = EXP_HIGH_ABC;
@@ -296,7 +299,9 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
         terms.push(b.mul_public(&p_lo, &[enc(r, EXP_LOW_A[1])]));
     }
     let acc = b.concat(&terms.iter().collect::<Vec<_>>());
-    let y = b.rescale(&acc);
+    // z ≤ clip does not depend on the polynomial: its comparison shares a
+    // round with the polynomial's truncation.
+    let (in_range, y) = b.msb_and_truncate(&over, &acc, s);
     let mut e = b.add_public(&y, &split_const(n, nh, enc(r, c), enc(r, EXP_LOW_A[0])));
     for k in (0..bits_h.max(bits_l)).rev() {
         // The elements whose degree shifts by 2^k bits: a contiguous range.
@@ -307,13 +312,15 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
         }
         let whole = start == 0 && end == n;
         let (mut zr, mut er) = if whole { (z.clone(), e.clone()) } else { (part(b, &z, start..end), part(b, &e, start..end)) };
-        let bit = b.ge_public(&zr, &[1u64 << k]);
+        // z ≥ 2^k and e's shift by 2^k are independent: one round for both.
+        let d = b.sub_public(&zr, &[1u64 << k]);
+        let (below, shifted) = b.msb_and_truncate(&d, &er, 1 << k);
+        let bit = b.not(&below);
         if k > 0 {
             let ba = b.b2a(&bit);
             let step = b.mul_public(&ba, &[1u64 << k]);
             zr = b.sub(&zr, &step);
         }
-        let shifted = b.truncate(&er, 1 << k);
         er = b.mux(&bit, &shifted, &er);
         if whole {
             (z, e) = (zr, er);

@@ -34,7 +34,7 @@ use super::arith;
 use super::bits::BitVec;
 use super::channel::{MsgReader, MsgWriter};
 use super::dcf::{Dcf, Prg};
-use super::dealer::PoolKey;
+use super::dealer::{DcfMsb, DcfTrunc, PoolKey};
 use super::shares::{SharedBits, SharesBackend, Suite};
 use crate::fixed::Ring;
 
@@ -119,17 +119,23 @@ impl SharesBackend {
         self.forward_keys(&[(key, need - planned)]);
     }
 
-    pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
-        let (n, r) = (x.len(), self.ring);
+    /// The MSB's key for `x` and the masked value to open.
+    fn msb_masked(&mut self, x: &[u64]) -> (DcfMsb, Vec<u64>) {
         let key = PoolKey::dcf_msb(self.layer());
-        self.keys_for(key, n);
-        let m = self.corr.dcf_msb(key, n);
-        let y = self.open(&arith::add(r, x, &m.r));
+        self.keys_for(key, x.len());
+        let m = self.corr.dcf_msb(key, x.len());
+        let masked = arith::add(self.ring, x, &m.r);
+        (m, masked)
+    }
+
+    /// The MSB from the opened y = x + r.
+    fn msb_opened(&self, m: &DcfMsb, y: &[u64]) -> SharedBits {
+        let r = self.ring;
         let low = (1u64 << (r.bits() - 1)) - 1;
         let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
         let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &m.roots, &m.cw, &ys);
         let server = self.is_server();
-        let a: Vec<u64> = (0..n)
+        let a: Vec<u64> = (0..y.len())
             .map(|i| {
                 let t = r.add(m.rho[i], c[i]); // ρ ⊕ [y′ < r′]
                 match (y[i] >> (r.bits() - 1) == 1, server) {
@@ -142,22 +148,29 @@ impl SharesBackend {
         SharedBits { x: BitVec::plane(&a, 0), a: Some(a) }
     }
 
-    pub(super) fn truncate_fss(&mut self, x: &[u64], k: u32) -> Vec<u64> {
-        let (n, r, l) = (x.len(), self.ring, self.ring.bits());
+    /// The truncation's keys for `x` and the masked value to open.
+    fn trunc_masked(&mut self, x: &[u64], k: u32) -> (DcfTrunc, Vec<u64>) {
+        let l = self.ring.bits();
         assert!(k < l, "truncation by {k} bits in a {l}-bit ring");
         let key = PoolKey::dcf_trunc(k, self.layer());
-        self.keys_for(key, n);
-        let m = self.corr.dcf_trunc(key, n);
+        self.keys_for(key, x.len());
+        let m = self.corr.dcf_trunc(key, x.len());
+        let u = self.plus_public(x, &[1u64 << (l - 1)]);
+        let masked = arith::add(self.ring, &u, &m.r);
+        (m, masked)
+    }
+
+    /// ⌊x / 2^k⌋ from the opened z = x + 2^(ℓ−1) + r.
+    fn trunc_opened(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
+        let (r, l) = (self.ring, self.ring.bits());
         let half = 1u64 << (l - 1);
-        let u = self.plus_public(x, &[half]);
-        let z = self.open(&arith::add(r, &u, &m.r));
         let (d1, d2) = trunc_dcfs(r, k);
         let (prg, b) = (Prg::default(), self.party.index());
-        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &z);
+        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], z);
         let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
         let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
         let server = self.is_server();
-        (0..n)
+        (0..z.len())
             .map(|i| {
                 let mut v = r.sub(r.add(wrap[i], borrow[i]), m.high[i]);
                 if server {
@@ -166,5 +179,26 @@ impl SharesBackend {
                 v
             })
             .collect()
+    }
+
+    pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
+        let (m, masked) = self.msb_masked(x);
+        let y = self.open(&masked);
+        self.msb_opened(&m, &y)
+    }
+
+    pub(super) fn truncate_fss(&mut self, x: &[u64], k: u32) -> Vec<u64> {
+        let (m, masked) = self.trunc_masked(x, k);
+        let z = self.open(&masked);
+        self.trunc_opened(&m, k, &z)
+    }
+
+    /// An MSB and an independent truncation with one opening: one round.
+    pub(super) fn msb_and_truncate_fss(&mut self, a: &[u64], t: &[u64], k: u32) -> (SharedBits, Vec<u64>) {
+        let (mm, ya) = self.msb_masked(a);
+        let (mt, zt) = self.trunc_masked(t, k);
+        let both = self.open(&[ya, zt].concat());
+        let (y, z) = both.split_at(a.len());
+        (self.msb_opened(&mm, y), self.trunc_opened(&mt, k, z))
     }
 }

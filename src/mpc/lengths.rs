@@ -339,6 +339,17 @@ impl Backend for Lengths<'_> {
         self.exchange(3 * bits(n));
         n
     }
+    fn msb_and_truncate(&mut self, a: &usize, t: &usize, k: u32) -> ((usize, bool), usize) {
+        if self.suite == Suite::Fss && self.truncation == Truncation::Exact && k > 0 && *a > 0 && *t > 0 {
+            let layer = self.meter.scope().layer;
+            self.draw(PoolKey::dcf_msb(layer), *a);
+            self.draw(PoolKey::dcf_trunc(k, layer), *t);
+            self.open(*a + *t);
+            return ((*a, true), *t);
+        }
+        let m = self.msb(a);
+        (m, self.truncate(t, k))
+    }
     fn msb(&mut self, a: &usize) -> (usize, bool) {
         if *a == 0 {
             return (0, true);

@@ -923,6 +923,15 @@ impl Backend for SharesBackend {
         SharedBits::xor(self.msb_protocol(a))
     }
 
+    fn msb_and_truncate(&mut self, a: &Vec<u64>, t: &Vec<u64>, k: u32) -> (SharedBits, Vec<u64>) {
+        if self.fss_here() && self.opts.truncation == Truncation::Exact && k > 0 && !a.is_empty() && !t.is_empty() {
+            self.counts(PrimitiveCounts { comparisons: a.len() as u64, truncations: t.len() as u64, ..Default::default() });
+            return self.msb_and_truncate_fss(a, t, k);
+        }
+        let m = self.msb(a);
+        (m, self.truncate(t, k))
+    }
+
     fn mux(&mut self, b: &SharedBits, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
         let b = &b.x;
         assert!(b.len() == if_one.len() && b.len() == if_zero.len(), "mux: lengths {} {} {}", b.len(), if_one.len(), if_zero.len());

@@ -199,6 +199,12 @@ pub trait Backend {
     /// Most significant bit of the signed view, i.e. `a < 0`: one secure
     /// comparison per element.
     fn msb(&mut self, a: &Self::Arith) -> Self::Bits;
+    /// `msb(a)` and `truncate(t, k)` of two independent secrets: a protocol
+    /// that opens a masked value for each does both in one round.
+    fn msb_and_truncate(&mut self, a: &Self::Arith, t: &Self::Arith, k: u32) -> (Self::Bits, Self::Arith) {
+        let m = self.msb(a);
+        (m, self.truncate(t, k))
+    }
     /// `b ? if_one : if_zero`, element-wise.
     fn mux(&mut self, b: &Self::Bits, if_one: &Self::Arith, if_zero: &Self::Arith) -> Self::Arith;
     /// A bit as the ring integer 0 or 1 (not scaled).
