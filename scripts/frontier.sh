@@ -29,7 +29,7 @@ done
 # FLOPs targets (configs/prune-sst2-target.yaml: p = 0.5, a Lagrange
 # multiplier in both stages), each point also with the baselines in one
 # picture: runs/frontier/sweep-p05/sweep.svg.
-$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.6,0.55,0.45 --engine --out runs/frontier/sweep-p05 -q
+$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.6,0.55,0.5,0.45 --engine --out runs/frontier/sweep-p05 -q
 
 # The levers at target 0.45, each against sweep-p05/target-0.45 (the same
 # recipe without it). Skipped when finished, resumed when interrupted.

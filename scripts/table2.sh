@@ -7,8 +7,7 @@
 # comes from scripts/frontier.sh. One job at a time (2 cores). Idempotent:
 # finished runs are skipped, interrupted ones resume.
 # Usage: scripts/table2.sh [GLUE_DIR] [TASK...]   (default ../shared/glue, rte mrpc stsb cola)
-# Measured so far: `scripts/table2.sh ../shared/glue rte cola` (the MRPC and
-# STS-B configs are written but not yet run).
+# CIPHERPRUNE=path runs that binary instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 glue=${1:-../shared/glue}; shift || true

@@ -91,7 +91,9 @@ macro_rules! wide {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        $f($($a),*)
+        {
+            $f($($a),*)
+        }
     }};
 }
 pub(crate) use wide;
