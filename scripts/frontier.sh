@@ -29,7 +29,7 @@ done
 # FLOPs targets (configs/prune-sst2-target.yaml: p = 0.5, a Lagrange
 # multiplier in both stages), each point also with the baselines in one
 # picture: runs/frontier/sweep-p05/sweep.svg.
-$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.6,0.55,0.5,0.45 --engine --out runs/frontier/sweep-p05 -q
+$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --targets 0.6,0.55,0.45 --engine --out runs/frontier/sweep-p05 -q
 
 # The levers at target 0.45, each against sweep-p05/target-0.45 (the same
 # recipe without it). Skipped when finished, resumed when interrupted.
@@ -43,7 +43,9 @@ prune() {
 prune runs/frontier/rank-0.5-target-0.45 --rank-distill 0.5
 # LengthDrop: 16,000 rows of fine-tuning from runs/glue/sst2 where half the
 # batches keep a random share (1 − U(0, 0.5) a layer) of the top-scoring
-# tokens, then the same pruning run, still distilling the plain fine-tune.
+# tokens, then the same recipe's targets from it (still distilling the plain
+# fine-tune), drawn with the plain sweep's curve: runs/frontier/sweep-lengthdrop/
+# sweep.svg, copied to docs/sst2-frontier.svg.
 ld=runs/glue/sst2-lengthdrop
 if [[ ! -f $ld/dev.json ]]; then
   resume=(); [[ -d $ld/checkpoints ]] && resume=(--resume)
@@ -52,4 +54,5 @@ if [[ ! -f $ld/dev.json ]]; then
   $bin eval --checkpoint "$ld" --task sst2 --data-dir "$glue" --json > "$ld/dev.json.tmp"
   mv "$ld/dev.json.tmp" "$ld/dev.json"
 fi
-prune runs/frontier/lengthdrop-target-0.45 --checkpoint "$ld" --teacher runs/glue/sst2
+$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --checkpoint "$ld" --teacher runs/glue/sst2 \
+  --targets 0.55,0.45 --engine --baseline runs/frontier/sweep-p05 --out runs/frontier/sweep-lengthdrop -q

@@ -150,7 +150,10 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
     // The unpruned reference: the fine-tuned model with high-degree approximations.
     let (reference, _) = point(&base.plan(Ablation { no_prune: true, no_reduce: true, ..Default::default() }, false)?, "reference")?;
     println!("unpruned (high-degree approximations): {main} {:.4}", reference.2);
-    let mut curves = vec![Curve { name: format!("learned θ, p = {} ({})", cfg.score_exponent, if by_target { "FLOPs targets" } else { "λ" }), points: points.iter().map(|p| p.0).collect() }];
+    // Named after the run it starts from, so that sweeps drawn together
+    // (--baseline) tell which fine-tune each curve began with.
+    let from = cfg.checkpoint.file_name().map_or_else(|| cfg.checkpoint.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let mut curves = vec![Curve { name: format!("learned θ from {from}, p = {} ({})", cfg.score_exponent, if by_target { "FLOPs targets" } else { "λ" }), points: points.iter().map(|p| p.0).collect() }];
     let mut base_lines = String::new();
     // Zero-shot: hard θ on LTP's ramp, no retraining, at multiples of the
     // mean score n̄^(−p) (scores average n^(−p) over an input's tokens).
