@@ -2,7 +2,7 @@
 //! prune → simulate → export → simulate from the file → secure-eval, and
 //! the errors a user meets on the way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::fixtures;
@@ -19,6 +19,19 @@ fn cp(args: &[&str], paths: &[(&str, &Path)]) -> Output {
 fn ok(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// A tiny model (seed `model_seed`) fine-tuned for one epoch on 96
+/// separable sentences (seed `data_seed`): the directory holding it all,
+/// the data and the run.
+fn tiny_finetuned(model_seed: u64, data_seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixtures::tiny_model(&d.join("m"), model_seed);
+    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, data_seed);
+    let ft = d.join("ft");
+    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
+    (dir, data, ft)
 }
 
 #[test]
@@ -186,12 +199,8 @@ fn pruning_a_model_without_a_task_head_is_refused() {
 
 #[test]
 fn an_interrupted_prune_resumes_to_the_same_thresholds() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, data, ft) = tiny_finetuned(23, 8);
     let d = dir.path();
-    let model = fixtures::tiny_model(&d.join("m"), 23);
-    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 8);
-    let ft = d.join("ft");
-    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
     let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--threshold-lr", "5e-3", "--temperature", "0.01", "--lambda", "1.0", "--save-every", "2", "--distill", "0.5", "--min-train-tokens", "9"];
     let (a, b) = (d.join("a"), d.join("b"));
     let first = cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]);
@@ -221,12 +230,8 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
 /// written.
 #[test]
 fn a_flops_target_is_held_by_a_lagrange_multiplier() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _, ft) = tiny_finetuned(24, 9);
     let d = dir.path();
-    let model = fixtures::tiny_model(&d.join("m"), 24);
-    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 9);
-    let ft = d.join("ft");
-    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
     let pr = d.join("pr");
     let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "8", "--threshold-lr", "0.2", "--temperature", "0.2", "--target-flops", "0.5", "--lagrange-lr", "0.5", "--score-exponent", "0", "--learn-exponent", "--log-every", "1"];
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
@@ -445,12 +450,8 @@ fn serve_and_ask(run: &Path) {
 /// negative weight is refused before anything is written.
 #[test]
 fn rank_distillation_pulls_every_layers_ranking_towards_the_teachers() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _, ft) = tiny_finetuned(25, 10);
     let d = dir.path();
-    let model = fixtures::tiny_model(&d.join("m"), 25);
-    let data = fixtures::sentiment_tsvs(&d.join("d"), 96, 16, 10);
-    let ft = d.join("ft");
-    ok(&cp(&["finetune", "-q", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"], &[("--model", &model), ("--data-dir", &data), ("--out", &ft)]));
     let pr = d.join("pr");
     let flags = ["prune", "-q", "--soft-epochs", "3", "--hard-epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--temperature", "0.01", "--lambda", "0.1", "--rank-distill", "5", "--log-every", "1"];
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
