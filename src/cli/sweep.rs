@@ -58,12 +58,7 @@ fn engine_point(dir: &std::path::Path, prune: &PruneArgs, quiet: bool) -> Result
     let run = Run::load(&spec)?;
     let ablation = Ablation::default();
     let r = simulate(&run.model, &run.plan(ablation, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
-    let pb = indicatif::ProgressBar::new(run.data.len() as u64);
-    if quiet {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let c = cipherprune::run::engine_check(&run, &run.plan(ablation, true)?, &r, Ring::BOLT, &|_| pb.inc(1))?;
-    pb.finish_and_clear();
+    let c = super::table::on_engine(&run, ablation, &r, quiet)?;
     Ok((c.metrics[run.task.main_metric()], c.agreement))
 }
 

@@ -13,7 +13,8 @@ use clap::Args;
 
 use cipherprune::fixed::Ring;
 use cipherprune::prune::simulate::simulate;
-use cipherprune::run::{engine_check, Ablation, Run, RunSpec};
+use cipherprune::prune::simulate::SimReport;
+use cipherprune::run::{engine_check, Ablation, EngineCheck, Run, RunSpec};
 
 use super::progress::Bars;
 
@@ -79,17 +80,7 @@ pub fn run(args: TableArgs) -> Result<()> {
             let run = &runs[row.run];
             let sim_plan = run.plan(row.ablation, false)?;
             let r = simulate(&run.model, &sim_plan, task, &run.data, 64, run.max_seq_len, &mut bars())?;
-            let check = if row.engine {
-                let pb = indicatif::ProgressBar::new(run.data.len() as u64);
-                if args.quiet {
-                    pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-                }
-                let c = engine_check(run, &run.plan(row.ablation, true)?, &r, Ring::BOLT, &|_| pb.inc(1))?;
-                pb.finish_and_clear();
-                Some(c)
-            } else {
-                None
-            };
+            let check = if row.engine { Some(on_engine(run, row.ablation, &r, args.quiet)?) } else { None };
             let m = r.metrics[main];
             if row.label == "high-degree approximations" {
                 reference = Some(m);
@@ -132,4 +123,16 @@ pub fn run(args: TableArgs) -> Result<()> {
     print!("{md}");
     println!("wrote {} and {}", args.out.display(), json_path.display());
     Ok(())
+}
+
+/// `run` with `ablation` on the engine at 37/12 (exact truncation) against
+/// its float simulation `sim`, with a progress bar unless `quiet`.
+pub fn on_engine(run: &Run, ablation: Ablation, sim: &SimReport, quiet: bool) -> Result<EngineCheck> {
+    let pb = indicatif::ProgressBar::new(run.data.len() as u64);
+    if quiet {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let c = engine_check(run, &run.plan(ablation, true)?, sim, Ring::BOLT, &|_| pb.inc(1))?;
+    pb.finish_and_clear();
+    Ok(c)
 }

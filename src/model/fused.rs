@@ -50,9 +50,10 @@ pub(crate) fn tensor(v: Vec<f32>, shape: &Shape) -> CResult<Tensor> {
     Tensor::from_vec(v, shape.clone(), &candle_core::Device::Cpu)
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them. The closures
-/// passed in are monomorphic and inlined into the wrapper, so their loops
-/// get the wider vectors.
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them — if LLVM
+/// inlines the closure into the wrapper, which it does for small bodies
+/// and not for large ones (check `perf annotate` for `vmulps`); large
+/// passes go through [`wide!`] instead.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

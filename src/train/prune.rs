@@ -95,10 +95,9 @@ impl PruneStage {
     /// E[kept_l]. Hard stage: the hard masks fix who enters each layer, and
     /// E[kept_l] = Σ_{entering i} σ((S_l(i) − θ_l)/T) ([CLS] counts 1), so
     /// the weights feel the scores that hover near the frozen θ.
-    fn expected_flops(&self, out: &crate::model::ForwardOutput, b: &Batch) -> Result<Tensor> {
+    /// `mask` is the batch's [`real_mask`].
+    fn expected_flops(&self, out: &crate::model::ForwardOutput, mask: &Tensor) -> Result<Tensor> {
         let dims = crate::prune::work::LayerDims { hidden: self.loaded.cfg.hidden_size, intermediate: self.loaded.cfg.intermediate_size };
-        let dev = &candle_core::Device::Cpu;
-        let mask = Tensor::from_vec(b.attention_mask.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b.batch_size, b.seq_len), dev)?;
         let real = mask.sum(1)?;
         let (mut entering, mut kept) = (vec![], vec![]);
         if self.soft {
@@ -149,6 +148,7 @@ impl Stage for PruneStage {
         let plan = self.plan()?;
         let out = self.model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx { dropout: Some(rng), output_attentions: false })?;
         let logits = out.base.logits.as_ref().expect("pruned model has a head").to_dtype(DType::F32)?;
+        let mask = real_mask(b)?;
         let task = task_loss(&logits, &b.labels, self.task.is_regression())?;
         let mut extra = vec![("task_loss".to_string(), task.to_scalar::<f32>()? as f64)];
         let mut loss = task;
@@ -164,7 +164,6 @@ impl Stage for PruneStage {
             // Live tokens per layer: every real one in the soft stage (its
             // masks scale, they do not remove); in the hard stage those the
             // previous layer kept.
-            let mask = Tensor::from_vec(b.attention_mask.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b.batch_size, b.seq_len), logits.device())?;
             let lives: Vec<Tensor> = (0..out.scores.len()).map(|l| if self.soft || l == 0 { mask.clone() } else { out.keep_masks[l - 1].detach() }).collect();
             let rows: Vec<f32> = b.indices.iter().flat_map(|&i| t.scores[i].iter().copied().chain(std::iter::repeat(0.0)).take(b.seq_len)).collect();
             let teacher = Tensor::from_vec(rows, (b.batch_size, b.seq_len), logits.device())?;
@@ -190,7 +189,7 @@ impl Stage for PruneStage {
                 loss = (loss + (r * self.cfg.lambda)?)?;
             }
             if self.cfg.target_flops.is_some() && self.cfg.prune {
-                let f = self.expected_flops(&out, b)?;
+                let f = self.expected_flops(&out, &mask)?;
                 loss = (loss + self.lagrangian(&f, &mut extra)?)?;
             }
             // Thresholds now, and the hard-mask share of live tokens each
@@ -213,7 +212,7 @@ impl Stage for PruneStage {
         } else if self.cfg.target_flops.is_some() && self.cfg.prune {
             // θ is frozen, but the weights still move the scores: without
             // this the kept-token count creeps up in the hard stage (LTP).
-            let f = self.expected_flops(&out, b)?;
+            let f = self.expected_flops(&out, &mask)?;
             loss = (loss + self.lagrangian(&f, &mut extra)?)?;
         }
         Ok((loss, extra))
@@ -334,6 +333,11 @@ fn distill_loss<'a>(logits: &Tensor, teacher: impl Iterator<Item = &'a [f32]>, r
     let p = candle_nn::ops::softmax_last_dim(&t)?;
     let log_q = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
     Ok(((p * log_q)?.sum(1)?.mean_all()? * -1.0)?)
+}
+
+/// The batch's real tokens as a (batch, seq) 0/1 tensor.
+fn real_mask(b: &Batch) -> Result<Tensor> {
+    Ok(Tensor::from_vec(b.attention_mask.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b.batch_size, b.seq_len), &candle_core::Device::Cpu)?)
 }
 
 /// Rank distillation (ToP's idea, ListNet's loss): per layer and row, the
