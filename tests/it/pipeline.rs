@@ -434,10 +434,28 @@ fn serve_and_ask(run: &Path) {
     assert_eq!(v["logits"], logits[0]["logits"], "{v}");
     assert!(v["rounds"].as_u64().unwrap() * 3 < logits[0]["rounds"].as_u64().unwrap(), "{} vs {}", v["rounds"], logits[0]["rounds"]);
     assert!(fss.wait().unwrap().success());
-    dealer.kill().unwrap();
-    dealer.wait().unwrap();
+    // The dealer logs a session once it has seen it end, which can be after
+    // the client returns: read until the fourth line (the DCF session)
+    // before stopping it. A watchdog kills it if the line never comes (its
+    // pid stays ours until the wait below).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pid, flag) = (dealer.id(), done.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
     let mut dealt = String::new();
-    dealer_out.read_to_string(&mut dealt).unwrap();
+    while dealt.matches("dealt").count() < 4 {
+        use std::io::BufRead;
+        if dealer_out.read_line(&mut dealt).unwrap() == 0 {
+            break;
+        }
+    }
+    dealer.kill().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    dealer.wait().unwrap();
     assert_eq!(dealt.matches("dealt").count(), 4, "{dealt}");
     // Nobody listens there any more.
     let c = cp(&["client", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good"], &[("--checkpoint", run)]);
