@@ -98,6 +98,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
                         println!("bert-{s} at {t} tokens, {}: {} rounds, {:.1} MB online, {} DCF keys ({:.1} GB from the dealer), unpruned", suite.name(), e.rounds, e.online_bytes as f64 / 1e6, e.keys, e.key_bytes as f64 / 1e9);
                         let per: Vec<String> = e.rounds_per_layer.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
                         println!("  rounds per layer: {}", per.join(", "));
+                        println!("  pruned to the paper's schedule {:?} (half of the kept reduced): {} rounds, {:.1} MB online", e.pruned_schedule, e.pruned_rounds, e.pruned_online_bytes as f64 / 1e6);
                     }
                     shapes.push(serde_json::to_value(&e)?);
                 }

@@ -151,11 +151,11 @@ fn affine<B: Backend>(
     b.add_public(&y, &[enc(r, c0)])
 }
 
-/// (x < 0, |x|): one comparison, one MUX.
+/// (x < 0, |x|): one comparison, one MUX (|x| = x − 2·x·[x < 0]).
 fn sign_abs<B: Backend>(b: &mut B, x: &B::Arith) -> (B::Bits, B::Arith) {
-    let sign = b.msb(x);
-    let nx = b.neg(x);
-    let a = b.mux(&sign, &nx, x);
+    let (sign, p) = b.msb_times(x);
+    let p2 = b.add(&p, &p);
+    let a = b.sub(x, &p2);
     (sign, a)
 }
 
@@ -209,13 +209,11 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let r = b.ring();
     let n = b.len(x);
     assert!(nh <= n, "{nh} high of {n} elements");
-    // |x| and ReLU(x) = sign ? 0 : x are both MUXes on the sign alone: one
-    // MUX over both (one round instead of two), the same values.
-    let sign = b.msb(x);
-    let (nx, zero) = (b.neg(x), b.zeros(n));
-    let (s2, if_neg, if_pos) = (b.bits_concat(&[&sign, &sign]), b.concat(&[&nx, &zero]), b.concat(&[x, x]));
-    let both = b.mux(&s2, &if_neg, &if_pos);
-    let (a, relu) = (part(b, &both, 0..n), part(b, &both, n..2 * n));
+    // |x| = x − 2p and ReLU(x) = x − p with p = x·[x < 0]: the MUX of x
+    // on its own sign, which the comparison's round can carry.
+    let (_, p) = b.msb_times(x);
+    let relu = b.sub(x, &p);
+    let a = b.sub(&relu, &p);
     let cut_t = split_const(n, nh, lt_threshold(r, GELU_HIGH_CUT), lt_threshold(r, GELU_LOW_CUT));
     let d = b.sub_public(&a, &cut_t);
     let inside = b.msb(&d); // |x| < cut
@@ -347,9 +345,10 @@ pub fn row_max<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize) -> B::Arith 
         let right: Vec<usize> = left.iter().map(|&i| i + 1).collect();
         let l = b.gather(&cur, &left);
         let rt = b.gather(&cur, &right);
+        // max = l − d·[d < 0] with d = l − rt: the MUX on d's own sign.
         let d = b.sub(&l, &rt);
-        let l_less = b.msb(&d);
-        let m = b.mux(&l_less, &rt, &l);
+        let (_, p) = b.msb_times(&d);
+        let m = b.sub(&l, &p);
         cur = if width % 2 == 1 {
             // The odd last element of each row goes up a level unchanged.
             let tails: Vec<usize> = (0..rows).map(|i| i * width + width - 1).collect();
@@ -371,31 +370,71 @@ pub fn row_max<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize) -> B::Arith 
 /// terms ≤ 1): thermometer code c_j = [v ≥ 2^j], j = 1..=max_log2
 /// (comparisons), initial guess (2/3)·2^−k assembled without truncation as
 /// enc(2/3) + Σ_j b2a(c_j)·(enc((2/3)2^−j) − enc((2/3)2^−(j−1))), then
-/// [`RECIP_NEWTON`] steps y ← y(2 − v·y) (two products each).
+/// [`RECIP_NEWTON`] steps y ← y(2 − v·y) (two products each; v·y₀ comes
+/// with the comparisons, see [`thermometer`]).
 pub fn reciprocal<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> B::Arith {
     let r = b.ring();
-    let rows = b.len(v);
+    let s = r.frac();
     let init = |k: i32| enc(r, RECIP_INIT * (-k as f64).exp2());
-    let mut y = if max_log2 == 0 {
-        b.constant(&vec![init(0); rows])
-    } else {
-        let jn = max_log2 as usize;
-        let vr = b.gather(v, &repeat_idx(rows, jn));
-        let thr: Vec<u64> = (1..=max_log2).map(|j| lt_threshold(r, (j as f64).exp2())).collect();
-        let c = b.ge_public(&vr, &thr);
-        let ca = b.b2a(&c);
-        let deltas: Vec<u64> = (1..=max_log2 as i32).map(|j| r.sub(init(j), init(j - 1))).collect();
-        let t = b.mul_public(&ca, &deltas);
-        let sum = b.sum_chunks(&t, jn);
-        b.add_public(&sum, &[init(0)])
-    };
+    let js: Vec<i32> = (1..=max_log2 as i32).collect();
+    let thr: Vec<u64> = js.iter().map(|&j| lt_threshold(r, (j as f64).exp2())).collect();
+    let inits: Vec<u64> = (0..=max_log2 as i32).map(init).collect();
+    let (mut y, mut vy) = thermometer(b, v, &thr, &inits);
+    // y ← y·(2 − ⌊v·y⌋) = 2y − y·⌊v·y⌋, each truncation fused with the
+    // product that consumes it: two rounds a step instead of four.
     let two = enc(r, 2.0);
-    for _ in 0..RECIP_NEWTON {
-        let e = mul_rescale(b, v, &y);
-        let u = b.public_sub(&[two], &e);
-        y = mul_rescale(b, &y, &u);
+    for step in 0..RECIP_NEWTON {
+        let (_, ye) = b.trunc_mul(&y, &vy, s);
+        let y2 = b.mul_public(&y, &[two]);
+        let p = b.sub(&y2, &ye);
+        if step + 1 == RECIP_NEWTON {
+            y = b.truncate(&p, s);
+        } else {
+            (y, vy) = b.trunc_mul(v, &p, s);
+        }
     }
     y
+}
+
+/// The initial guess y₀ of [`reciprocal`] and [`rsqrt`] from a
+/// thermometer of comparisons c_j = [v ≥ thr_j] (`inits[j]` the guess for
+/// c_1..c_j set and the rest not: y₀ = inits[0] + Σ_j c_j·(inits[j] −
+/// inits[j−1])), and the product v·y₀ (not truncated) in the same round:
+/// v·c_j = v − (d_j + thr_j)·[d_j < 0] with d_j = v − thr_j, whose
+/// d_j·[d_j < 0] comes with the comparison ([`Backend::msb_times`]), and
+/// v·y₀ = Σ_m inits[m]·(v·c_m − v·c_{m+1}) (c_0 = 1, c_{M+1} = 0): one term
+/// is v·inits[m], the others 0, so no partial sum leaves the range the
+/// product itself needs.
+fn thermometer<B: Backend>(b: &mut B, v: &B::Arith, thr: &[u64], inits: &[u64]) -> (B::Arith, B::Arith) {
+    let r = b.ring();
+    let rows = b.len(v);
+    let jn = thr.len();
+    assert_eq!(inits.len(), jn + 1, "thermometer: {jn} thresholds, {} guesses", inits.len());
+    if jn == 0 {
+        return (b.constant(&vec![inits[0]; rows]), b.mul_public(v, &inits[..1]));
+    }
+    let deltas: Vec<u64> = (1..=jn).map(|j| r.sub(inits[j], inits[j - 1])).collect();
+    let vr = b.gather(v, &repeat_idx(rows, jn));
+    let d = b.sub_public(&vr, thr);
+    let (below, p) = b.msb_times(&d);
+    let ma = b.b2a(&below);
+    let ca = b.public_sub(&[1], &ma); // c_j
+    let t = b.mul_public(&ca, &deltas);
+    let sum = b.sum_chunks(&t, jn);
+    let y0 = b.add_public(&sum, &inits[..1]);
+    let mt = b.mul_public(&ma, thr);
+    let vm = b.add(&p, &mt); // v·(1 − c_j)
+    let vc = b.sub(&vr, &vm); // v·c_j
+    // Rows of [v, v·c_1, …, v·c_M] and of [v·c_1, …, v·c_M, 0].
+    let zero = b.zeros(rows);
+    let all = b.concat(&[v, &vc, &zero]);
+    let at = |i: usize, j: usize| if j == 0 { i } else if j <= jn { rows + i * jn + j - 1 } else { rows * (jn + 1) + i };
+    let lo: Vec<usize> = (0..rows).flat_map(|i| (0..=jn).map(move |j| at(i, j))).collect();
+    let hi: Vec<usize> = (0..rows).flat_map(|i| (1..=jn + 1).map(move |j| at(i, j))).collect();
+    let (wl, wh) = (b.gather(&all, &lo), b.gather(&all, &hi));
+    let one_hot = b.sub(&wl, &wh); // v·[thr_m ≤ v < thr_{m+1}]
+    let terms = b.mul_public(&one_hot, inits);
+    (y0, b.sum_chunks(&terms, jn + 1))
 }
 
 /// Softmax of each row of `row_len`: row max (tree), subtract, exp, row sum,
@@ -472,26 +511,24 @@ pub fn rsqrt<B: Backend>(b: &mut B, v: &B::Arith, extra: u32) -> B::Arith {
     let r = b.ring();
     let s = r.frac();
     let ys = s + extra;
-    let rows = b.len(v);
     let init = |m: i32| r.encode_at(RSQRT_INIT * (-(m as f64) / 2.0).exp2(), ys).0;
     let js: Vec<i32> = (RSQRT_MIN_LOG2 + 1..=RSQRT_MAX_LOG2).collect();
-    let vr = b.gather(v, &repeat_idx(rows, js.len()));
     let thr: Vec<u64> = js.iter().map(|&j| lt_threshold(r, (j as f64).exp2())).collect();
-    let c = b.ge_public(&vr, &thr);
-    let ca = b.b2a(&c);
-    let deltas: Vec<u64> = js.iter().map(|&j| r.sub(init(j), init(j - 1))).collect();
-    let t = b.mul_public(&ca, &deltas);
-    let sum = b.sum_chunks(&t, js.len());
-    let mut y = b.add_public(&sum, &[init(RSQRT_MIN_LOG2)]);
+    let inits: Vec<u64> = (RSQRT_MIN_LOG2..=RSQRT_MAX_LOG2).map(init).collect();
+    let (mut y, mut vy) = thermometer(b, v, &thr, &inits);
+    // t = ⌊v·y⌋, u = ⌊t·y⌋, y ← ⌊y·(3 − u)⌋ = ⌊3y − y·u⌋, each truncation
+    // fused with the product that consumes it: three rounds a step, not six.
     let three = enc(r, 3.0);
-    for _ in 0..RSQRT_NEWTON {
-        let t = b.mul(v, &y);
-        let t = b.truncate(&t, s); // v·y at s + extra
-        let u = b.mul(&t, &y);
-        let u = b.truncate(&u, s + 2 * extra); // v·y² at s
-        let w = b.public_sub(&[three], &u);
-        let p = b.mul(&y, &w);
-        y = b.truncate(&p, s + 1); // y(3 − u)/2 at s + extra
+    for step in 0..RSQRT_NEWTON {
+        let (_, ty) = b.trunc_mul(&y, &vy, s); // t·y, t = v·y at s + extra
+        let (_, yu) = b.trunc_mul(&y, &ty, s + 2 * extra); // y·u, u = v·y² at s
+        let y3 = b.mul_public(&y, &[three]);
+        let p = b.sub(&y3, &yu);
+        if step + 1 == RSQRT_NEWTON {
+            y = b.truncate(&p, s + 1); // y(3 − u)/2 at s + extra
+        } else {
+            (y, vy) = b.trunc_mul(v, &p, s + 1);
+        }
     }
     y
 }

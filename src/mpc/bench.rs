@@ -19,9 +19,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Duration;
 
-/// The unpruned model's online cost from its shapes alone
-/// ([`super::lengths`], exact against the protocol in `mpc::estimate_tests`),
-/// with the DCF keys the offline phase deals: no protocol run.
+/// The online cost from the shapes alone ([`super::lengths`], exact
+/// against the protocol in `mpc::estimate_tests`), unpruned and pruned to
+/// the paper's schedule with half of the kept tokens reduced (as
+/// [`calibrate`] aims for; ties at a cut can keep a few more in a real run),
+/// with the DCF keys the offline phase deals for the unpruned model: no
+/// protocol run.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShapeEstimate {
     pub shape: String,
@@ -36,31 +39,47 @@ pub struct ShapeEstimate {
     /// about as many bytes again).
     pub keys: u64,
     pub key_bytes: u64,
+    /// The same on the paper's schedule ([`paper_schedule`]).
+    pub pruned_schedule: Vec<usize>,
+    pub pruned_rounds: u64,
+    pub pruned_online_bytes: u64,
 }
 
 pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate {
-    use super::estimate::Protocol;
+    use super::estimate::{layer_switches, Protocol};
     use super::lengths::{Counts, Lengths};
+    use crate::prune::simulate::ExampleShape;
     let config = shape(name).expect("known shape");
     let model = EngineModel::from_weights(&BertWeights::random(config, 2, 0), &Ring::BOLT).public_shape();
     let layers = model.num_layers();
     let n = tokens;
-    let shape = crate::prune::simulate::ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
     let proto = Protocol { truncation: Truncation::Exact, compaction: Compaction::Shuffle, suite };
-    let mut b = Lengths::new(model.ring(), proto, Counts::Shape(&shape));
-    b.set_scope(OpClass::Input, None);
-    let x = b.input(&vec![0; n * model.hidden()]);
-    crate::secure::bert::forward_on(&mut b, &model, &vec![LayerThresholds::default(); layers], x, n);
-    let fss: Vec<_> = b.pools.iter().filter(|(k, _)| k.is_fss()).collect();
+    let run = |shape: &ExampleShape, thr: &[LayerThresholds]| {
+        let mut b = Lengths::new(model.ring(), proto, Counts::Shape(shape));
+        b.set_scope(OpClass::Input, None);
+        let x = b.input(&vec![0; n * model.hidden()]);
+        crate::secure::bert::forward_on(&mut b, &model, thr, x, n);
+        (b.cost, b.rounds_by, b.pools)
+    };
+    let full = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
+    let (cost, rounds_by, pools) = run(&full, &vec![LayerThresholds::default(); layers]);
+    let schedule = paper_schedule(layers, n);
+    let kept: Vec<usize> = (0..layers).map(|l| schedule.get(l + 1).copied().unwrap_or(schedule[l])).collect();
+    let pruned = ExampleShape { real: n, entering: schedule.clone(), reduced: kept.iter().map(|k| k / 2).collect(), kept };
+    let (p, _, _) = run(&pruned, &layer_switches(layers, true, true));
+    let fss: Vec<_> = pools.iter().filter(|(k, _)| k.is_fss()).collect();
     ShapeEstimate {
         shape: name.into(),
         tokens,
         protocol: suite,
-        rounds: b.cost.rounds,
-        online_bytes: b.cost.bytes(),
-        rounds_per_layer: b.rounds_by.iter().map(|(&k, &v)| (k, v as f64 / layers as f64)).collect(),
+        rounds: cost.rounds,
+        online_bytes: cost.bytes(),
+        rounds_per_layer: rounds_by.iter().map(|(&k, &v)| (k, v as f64 / layers as f64)).collect(),
         keys: fss.iter().map(|(_, &v)| v as u64).sum(),
         key_bytes: fss.iter().map(|(k, &v)| (k.unit_bytes(Ring::BOLT) * v) as u64).sum(),
+        pruned_schedule: schedule,
+        pruned_rounds: p.rounds,
+        pruned_online_bytes: p.bytes(),
     }
 }
 

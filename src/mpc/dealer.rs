@@ -87,6 +87,12 @@ pub mod pool {
     pub const DCF_MSB: u64 = 8;
     /// DCF keys for one-round exact truncation by `p[0]` bits.
     pub const DCF_TRUNC: u64 = 9;
+    /// [`DCF_MSB`] with a second key whose payload is the mask times the
+    /// first's: msb(x) and x·msb(x) in one round.
+    pub const DCF_MSB_MUL: u64 = 10;
+    /// [`DCF_TRUNC`] by `p[0]` with a second mask s and keys whose payloads
+    /// carry s: ⌊u / 2^k⌋ and y·⌊u / 2^k⌋ in one round.
+    pub const DCF_TRUNC_MUL: u64 = 11;
     /// Flag on a kind: the same correlation from separate streams, dealt
     /// online (compaction and partition, whose sizes follow revealed counts).
     pub const ONLINE: u64 = 0x100;
@@ -132,11 +138,17 @@ impl PoolKey {
     pub fn dcf_trunc(k: u32, layer: Option<usize>) -> Self {
         PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, layer_tag(layer), 0] }
     }
+    pub fn dcf_msb_mul(layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_MSB_MUL, p: [0, layer_tag(layer), 0] }
+    }
+    pub fn dcf_trunc_mul(k: u32, layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_TRUNC_MUL, p: [k as u64, layer_tag(layer), 0] }
+    }
 
     /// Whether this pool holds DCF keys (whose correction words both
     /// parties need).
     pub fn is_fss(&self) -> bool {
-        matches!(self.kind & !pool::ONLINE, pool::DCF_MSB | pool::DCF_TRUNC)
+        matches!(self.kind & !pool::ONLINE, pool::DCF_MSB | pool::DCF_TRUNC | pool::DCF_MSB_MUL | pool::DCF_TRUNC_MUL)
     }
 
     /// The client's correction components and ring elements per unit.
@@ -163,6 +175,19 @@ impl PoolKey {
                 }
                 let (d1, d2) = super::fss::trunc_dcfs(ring, k);
                 (vec![Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()), Ring], 1)
+            }
+            pool::DCF_MSB_MUL => {
+                let m = Bytes(super::fss::msb_dcf(ring).cw_bytes());
+                (vec![m, m, Ring, Ring], 1)
+            }
+            pool::DCF_TRUNC_MUL => {
+                let k = self.p[0] as u32;
+                if k == 0 || k >= ring.bits() {
+                    return None;
+                }
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k);
+                let (b1, b2) = (Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()));
+                (vec![b1, b2, b1, b2, Ring, Ring], 1)
             }
             _ => return None,
         })
@@ -342,6 +367,26 @@ pub struct DcfTrunc {
     pub roots: [Vec<u128>; 2],
     pub cw: [Vec<u8>; 2],
     pub high: Vec<u64>,
+}
+
+/// A [`DcfMsb`] and a second key for r·(1 − 2ρ)·[r mod 2^(ℓ−1) > x] with
+/// r·ρ shared: x·msb(x) with the same opening ([`super::fss`]).
+pub struct DcfMsbMul {
+    pub msb: DcfMsb,
+    pub roots_r: Vec<u128>,
+    pub cw_r: Vec<u8>,
+    pub r_rho: Vec<u64>,
+}
+
+/// A [`DcfTrunc`], a second random s (the other factor's mask), keys for
+/// 2^(ℓ−k)·s·[r > z] and −s·[r mod 2^k > z mod 2^k], and s·⌊r / 2^k⌋
+/// shared: y·⌊u / 2^k⌋ with the truncation's opening ([`super::fss`]).
+pub struct DcfTruncMul {
+    pub trunc: DcfTrunc,
+    pub s: Vec<u64>,
+    pub roots_s: [Vec<u128>; 2],
+    pub cw_s: [Vec<u8>; 2],
+    pub s_high: Vec<u64>,
 }
 
 /// One party's side of a permutation correlation for σ known to one party:
@@ -880,6 +925,32 @@ impl Correlations {
         DcfTrunc { r, roots, cw, high }
     }
 
+    pub fn dcf_msb_mul(&mut self, k: PoolKey, n: usize) -> DcfMsbMul {
+        let r = self.streams.ring(k, 0, n);
+        let (roots, roots_r) = (self.streams.seeds(k, 2, n), self.streams.seeds(k, 4, n));
+        let mut c = self.take_keys(k, n).into_iter();
+        let (cw, cw_r) = (c.next().expect("cw").bytes(), c.next().expect("cw").bytes());
+        let (rho, r_rho) = match self.party {
+            Party::Server => (self.streams.ring(k, 1, n), self.streams.ring(k, 3, n)),
+            Party::Client => (c.next().expect("ρ").ring(), c.next().expect("rρ").ring()),
+        };
+        DcfMsbMul { msb: DcfMsb { r, rho, roots, cw }, roots_r, cw_r, r_rho }
+    }
+
+    pub fn dcf_trunc_mul(&mut self, k: PoolKey, n: usize) -> DcfTruncMul {
+        let (r, s) = (self.streams.ring(k, 0, n), self.streams.ring(k, 1, n));
+        let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
+        let roots_s = [self.streams.seeds(k, 5, n), self.streams.seeds(k, 6, n)];
+        let mut c = self.take_keys(k, n).into_iter();
+        let mut cw = || c.next().expect("cw").bytes();
+        let (cw, cw_s) = ([cw(), cw()], [cw(), cw()]);
+        let (high, s_high) = match self.party {
+            Party::Server => (self.streams.ring(k, 4, n), self.streams.ring(k, 7, n)),
+            Party::Client => (c.next().expect("high").ring(), c.next().expect("s·high").ring()),
+        };
+        DcfTruncMul { trunc: DcfTrunc { r, roots, cw, high }, s, roots_s, cw_s, s_high }
+    }
+
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
 
     fn tag(vector: bool) -> u64 {
@@ -1118,9 +1189,34 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             }
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let roots = [(p0.seeds(key, 2, n), p1.seeds(key, 2, n)), (p0.seeds(key, 3, n), p1.seeds(key, 3, n))];
-            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &roots);
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &roots, None);
             let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
             out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
+        }
+        pool::DCF_MSB_MUL => {
+            let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
+            let (rho0, r_rho0) = (p0.ring(key, 1, n), p0.ring(key, 3, n));
+            let (k1, k2) = super::fss::deal_msb_mul(ring, &r, [(&p0.seeds(key, 2, n), &p1.seeds(key, 2, n)), (&p0.seeds(key, 4, n), &p1.seeds(key, 4, n))]);
+            let rho: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - 1)).collect();
+            let r_rho = arith::mul_cyclic(ring, &r, &rho);
+            out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &rho, &rho0)).ring(&arith::sub(ring, &r_rho, &r_rho0))
+        }
+        pool::DCF_TRUNC_MUL => {
+            let shift = key.p[0] as u32;
+            if shift == 0 || shift >= ring.bits() {
+                return Err(format!("a truncation by {shift} bits"));
+            }
+            let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
+            let sm = arith::add(ring, &p0.ring(key, 1, n), &p1.ring(key, 1, n));
+            let mut roots = |c: u64| (p0.seeds(key, c, n), p1.seeds(key, c, n));
+            let (plain, times) = ([roots(2), roots(3)], [roots(5), roots(6)]);
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &plain, None);
+            let (k3, k4) = super::fss::deal_trunc(ring, shift, &r, &times, Some(&sm));
+            let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
+            let s_high = arith::mul_cyclic(ring, &sm, &high);
+            out.raw(&k1).raw(&k2).raw(&k3).raw(&k4)
+                .ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
+                .ring(&arith::sub(ring, &s_high, &p0.ring(key, 7, n)))
         }
         k => return Err(format!("unknown pool kind {k}")),
     })

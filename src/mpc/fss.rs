@@ -20,6 +20,15 @@
 //! α = r, β = 2^(ℓ−k), and k bits for α = r mod 2^k, β = −1; ⌊r / 2^k⌋
 //! shared. Exact for every x, one round.
 //!
+//! **Products in the same round.** A DCF's payload may be any ring
+//! element the dealer knows, so a twin key for the same α whose payload is
+//! β times a mask turns the key's bit into that mask times the bit. Then
+//! x·msb(x) (the MUX of max, ReLU and |x|) needs only the MSB's opening,
+//! and y·⌊u/2^k⌋ needs only u's truncation opening with y + s beside it
+//! (s the twin keys' mask): Newton's steps for 1/v and 1/√v take one round
+//! per product where a product and its truncation took two. The twins
+//! double those comparisons' and truncations' keys.
+//!
 //! **Keys.** Both parties' keys share their correction words; each
 //! party's root seeds come from its own seed (as all its correlations do), so
 //! the dealer sends the correction words to the client, which forwards
@@ -34,7 +43,7 @@ use super::arith;
 use super::bits::BitVec;
 use super::channel::{MsgReader, MsgWriter};
 use super::dcf::{Dcf, Prg};
-use super::dealer::{DcfMsb, DcfTrunc, PoolKey};
+use super::dealer::{DcfMsb, DcfMsbMul, DcfTrunc, DcfTruncMul, PoolKey};
 use super::shares::{SharedBits, SharesBackend, Suite};
 use crate::fixed::Ring;
 
@@ -50,11 +59,24 @@ pub fn trunc_dcfs(r: Ring, k: u32) -> (Dcf, Dcf) {
 
 /// The dealer: correction words of MSB keys for masks `r`.
 pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u8> {
+    msb_keys(ring, r, |_, beta| beta, s0, s1)
+}
+
+/// The dealer: MSB keys and their twins whose payload is r·β (the mask
+/// times the first key's), for x·msb(x) in the MSB's round.
+pub(super) fn deal_msb_mul(ring: Ring, r: &[u64], roots: [(&[u128], &[u128]); 2]) -> (Vec<u8>, Vec<u8>) {
+    let k1 = msb_keys(ring, r, |_, beta| beta, roots[0].0, roots[0].1);
+    let k2 = msb_keys(ring, r, |rv, beta| ring.mul(rv, beta), roots[1].0, roots[1].1);
+    (k1, k2)
+}
+
+/// MSB keys for masks `r` with payload `beta(r, 1 − 2ρ)`.
+fn msb_keys(ring: Ring, r: &[u64], beta: impl Fn(u64, u64) -> u64, s0: &[u128], s1: &[u128]) -> Vec<u8> {
     let d = msb_dcf(ring);
     let low = (1u64 << (ring.bits() - 1)) - 1;
     let alphas: Vec<u64> = r.iter().map(|&v| v & low).collect();
     // β = 1 − 2ρ: +1 or −1 by the mask's top bit.
-    let betas: Vec<u64> = r.iter().map(|&v| if v >> (ring.bits() - 1) == 1 { ring.neg(1) } else { 1 }).collect();
+    let betas: Vec<u64> = r.iter().map(|&v| beta(v, if v >> (ring.bits() - 1) == 1 { ring.neg(1) } else { 1 })).collect();
     let roots: Vec<[u128; 2]> = s0.iter().zip(s1).map(|(&a, &b)| [a, b]).collect();
     let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
     d.gen(&Prg::default(), &alphas, &betas, &roots, &mut out);
@@ -62,15 +84,22 @@ pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u
 }
 
 /// The dealer: correction words of truncation keys for masks `r`, roots
-/// per DCF as (server's, client's).
-pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2]) -> (Vec<u8>, Vec<u8>) {
+/// per DCF as (server's, client's); with `times`, each key's payload is
+/// multiplied by that element (the other factor's mask s).
+pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2], times: Option<&[u64]>) -> (Vec<u8>, Vec<u8>) {
     let (d1, d2) = trunc_dcfs(ring, k);
     let prg = Prg::default();
     let pair = |(a, b): &(Vec<u128>, Vec<u128>)| -> Vec<[u128; 2]> { a.iter().zip(b).map(|(&x, &y)| [x, y]).collect() };
     let lo: Vec<u64> = r.iter().map(|&v| v & ((1 << k) - 1)).collect();
+    let scaled = |c: u64| -> Vec<u64> {
+        match times {
+            Some(s) => s.iter().map(|&v| ring.mul(v, c)).collect(),
+            None => vec![c; r.len()],
+        }
+    };
     let (mut k1, mut k2) = (Vec::new(), Vec::new());
-    d1.gen(&prg, r, &vec![ring.reduce(1 << (ring.bits() - k)); r.len()], &pair(&roots[0]), &mut k1);
-    d2.gen(&prg, &lo, &vec![ring.mask(); r.len()], &pair(&roots[1]), &mut k2);
+    d1.gen(&prg, r, &scaled(ring.reduce(1 << (ring.bits() - k))), &pair(&roots[0]), &mut k1);
+    d2.gen(&prg, &lo, &scaled(ring.mask()), &pair(&roots[1]), &mut k2);
     (k1, k2)
 }
 
@@ -200,5 +229,62 @@ impl SharesBackend {
         let both = self.open(&[ya, zt].concat());
         let (y, z) = both.split_at(a.len());
         (self.msb_opened(&mm, y), self.trunc_opened(&mt, k, z))
+    }
+
+    /// msb(x) and x·msb(x) with the MSB's one opening: with y = x + r
+    /// public and b = ρ ⊕ [y′ < r′], msb(x) = m + (1 − 2m)·b, and
+    /// x·msb(x) = y·msb(x) − m·r − (1 − 2m)·r·b, where r·b = r·ρ + r·β·[y′ < r′]
+    /// comes from the twin key (payload r·β) and the dealt r·ρ.
+    pub(super) fn msb_times_fss(&mut self, x: &[u64]) -> (SharedBits, Vec<u64>) {
+        let key = PoolKey::dcf_msb_mul(self.layer());
+        self.keys_for(key, x.len());
+        let DcfMsbMul { msb: m, roots_r, cw_r, r_rho } = self.corr.dcf_msb_mul(key, x.len());
+        let y = self.open(&arith::add(self.ring, x, &m.r));
+        let bits = self.msb_opened(&m, &y);
+        let r = self.ring;
+        let low = (1u64 << (r.bits() - 1)) - 1;
+        let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
+        let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &roots_r, &cw_r, &ys);
+        let msb = bits.a.as_ref().expect("ring shares");
+        let times: Vec<u64> = (0..y.len())
+            .map(|i| {
+                let rb = r.add(r_rho[i], c[i]); // r·b
+                let top = y[i] >> (r.bits() - 1) == 1;
+                let (mr, brb) = if top { (m.r[i], r.neg(rb)) } else { (0, rb) };
+                r.sub(r.mul(y[i], msb[i]), r.add(mr, brb))
+            })
+            .collect();
+        (bits, times)
+    }
+
+    /// ⌊u / 2^k⌋ and y·⌊u / 2^k⌋ with one opening of u + 2^(ℓ−1) + r and
+    /// y + s. With t = P − ⌊r / 2^k⌋ − B + 2^(ℓ−k)·W (P public, B and W the
+    /// truncation keys' bits), y·t = ŷ·t − s·t and
+    /// s·t = s·P − s·⌊r / 2^k⌋ − s·B + 2^(ℓ−k)·s·W: the twin keys carry s
+    /// in their payloads, the dealer shares s·⌊r / 2^k⌋.
+    pub(super) fn trunc_mul_fss(&mut self, y: &[u64], u: &[u64], k: u32) -> (Vec<u64>, Vec<u64>) {
+        let (r, l, n) = (self.ring, self.ring.bits(), u.len());
+        assert!(k > 0 && k < l && y.len() == n, "trunc_mul: {} × {n} by {k} bits", y.len());
+        let key = PoolKey::dcf_trunc_mul(k, self.layer());
+        self.keys_for(key, n);
+        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high } = self.corr.dcf_trunc_mul(key, n);
+        let zu = self.plus_public(u, &[1u64 << (l - 1)]);
+        let both = self.open(&[arith::add(r, &zu, &m.r), arith::add(r, y, &s)].concat());
+        let (z, yh) = both.split_at(n);
+        let t = self.trunc_opened(&m, k, z);
+        let st = self.trunc_opened(&DcfTrunc { r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
+        let half = 1u64 << (l - 1);
+        // `trunc_opened` on the twin keys gave s·(−B + 2^(ℓ−k)W) − s·⌊r/2^k⌋,
+        // plus (server) the public P once, which must be s·P: correct it.
+        let server = self.is_server();
+        let yt: Vec<u64> = (0..n)
+            .map(|i| {
+                let p = r.sub(z[i] >> k, half >> k);
+                let mut sti = if server { r.sub(st[i], p) } else { st[i] };
+                sti = r.add(sti, r.mul(s[i], p));
+                r.sub(r.mul(yh[i], t[i]), sti)
+            })
+            .collect();
+        (t, yt)
     }
 }

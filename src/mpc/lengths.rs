@@ -140,19 +140,26 @@ impl<'a> Lengths<'a> {
     // the planned pools): only their messages are charged here.
 
     /// Building a schedule that moves `tail` of `n` rows to the end.
-    fn build_schedule(&mut self, n: usize, tail: usize) {
-        self.exchange(bits(n)); // the group bits to the ring
+    /// `ring_free`: the bits came with ring shares (a comparison on DCF keys).
+    fn build_schedule(&mut self, n: usize, tail: usize, ring_free: bool) {
+        if !ring_free {
+            self.exchange(bits(n)); // the group bits to the ring
+        }
+        if self.compaction == Compaction::Shuffle {
+            // The group size opened with the destinations' product.
+            let w = self.w();
+            self.exchange((1 + 2 * n as u64) * w);
+            if tail > 0 && tail < n {
+                self.perm_stages(n, 1);
+                self.open(n);
+            }
+            return;
+        }
         self.open(1);
         if tail == 0 || tail == n {
             return;
         }
         match self.compaction {
-            Compaction::Shuffle => {
-                let w = self.w();
-                self.exchange(2 * n as u64 * w); // the destination product
-                self.perm_stages(n, 1);
-                self.open(n);
-            }
             Compaction::Swap => {
                 for p in swap_steps(n, tail) {
                     self.and_bits(p);
@@ -166,6 +173,7 @@ impl<'a> Lengths<'a> {
                     self.mux_protocol(half);
                 }
             }
+            Compaction::Shuffle => unreachable!("above"),
         }
     }
 
@@ -350,6 +358,26 @@ impl Backend for Lengths<'_> {
         let m = self.msb(a);
         (m, self.truncate(t, k))
     }
+    fn msb_times(&mut self, a: &usize) -> ((usize, bool), usize) {
+        if self.suite == Suite::Fss && *a > 0 {
+            self.draw(PoolKey::dcf_msb_mul(self.meter.scope().layer), *a);
+            self.open(*a);
+            return ((*a, true), *a);
+        }
+        let m = self.msb(a);
+        let p = self.mux(&m, a, a);
+        (m, p)
+    }
+    fn trunc_mul(&mut self, y: &usize, u: &usize, k: u32) -> (usize, usize) {
+        if self.suite == Suite::Fss && self.truncation == Truncation::Exact && k > 0 && *u > 0 {
+            self.draw(PoolKey::dcf_trunc_mul(k, self.meter.scope().layer), *u);
+            self.open(2 * *u);
+            return (*u, *u);
+        }
+        let t = self.truncate(u, k);
+        let p = self.mul(y, &t);
+        (t, p)
+    }
     fn msb(&mut self, a: &usize) -> (usize, bool) {
         if *a == 0 {
             return (0, true);
@@ -388,7 +416,7 @@ impl Backend for Lengths<'_> {
             }
         };
         self.meter.count(swap_compaction(n, n - kept, width));
-        self.build_schedule(n, n - kept);
+        self.build_schedule(n, n - kept, keep.1);
         self.apply_schedule(n, n - kept, width);
         kept * width
     }
@@ -400,7 +428,7 @@ impl Backend for Lengths<'_> {
         };
         assert!(reduced <= n, "{reduced} of {n} rows reduced");
         self.meter.count(swap_compaction(n, reduced, width));
-        self.build_schedule(n, reduced);
+        self.build_schedule(n, reduced, low.1);
         (n, reduced)
     }
     fn partition_sizes(&self, p: &(usize, usize)) -> (usize, usize) {

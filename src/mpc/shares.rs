@@ -10,6 +10,7 @@
 //! | exact truncation | open y + r (y = x + 2^(ℓ−1)), two comparisons with r's bits in one circuit, wrap and borrow lifted to the ring together | 2 + circuit depth (7 at 37/12) |
 //! | MSB / comparison | open x + r, ℓ−1-bit comparison circuit on r's bit shares | 1 + ⌈log₂(ℓ−1)⌉ |
 //! | MSB, exact truncation with `Suite::Fss` | open x + r, evaluate the dealer's DCF keys ([`super::fss`]); B2A after an MSB is free | 1 |
+//! | x·msb(x), y·⌊u/2^k⌋ with `Suite::Fss` | the same opening (and y + s beside it); twin keys whose payloads carry the mask | 1 |
 //! | MUX | open b ⊕ t and (x₁ − x₀) − v together | 1 |
 //! | bit → ring | open b ⊕ t | 1 |
 //! | compaction, partition | [`super::sort`] | see there |
@@ -385,6 +386,33 @@ impl SharesBackend {
         let got = self.exchange(MsgWriter::new(self.ring).ring(x).finish());
         let peer = self.parse(&got, |rd| rd.ring(x.len()));
         arith::add(self.ring, x, &peer)
+    }
+
+    /// a·b element-wise (Beaver), with `also` opened in the same message:
+    /// (the product's shares, `also` opened).
+    pub(super) fn mul_opening(&mut self, a: &[u64], b: &[u64], also: &[u64]) -> (Vec<u64>, Vec<u64>) {
+        let n = a.len();
+        let r = self.ring;
+        let t = self.corr.triple(n);
+        let t = self.ok(t);
+        let d = arith::sub(r, a, &t.a);
+        let e = arith::sub(r, b, &t.b);
+        let got = self.exchange(MsgWriter::new(r).ring(also).ring(&d).ring(&e).finish());
+        let (pa, pd, pe) = self.parse(&got, |rd| Ok((rd.ring(also.len())?, rd.ring(n)?, rd.ring(n)?)));
+        let opened = arith::add(r, also, &pa);
+        let d = arith::add(r, &d, &pd);
+        let e = arith::add(r, &e, &pe);
+        let server = self.is_server();
+        let z = (0..n)
+            .map(|i| {
+                let mut z = r.add(t.c[i], r.add(r.mul(d[i], t.b[i]), r.mul(e[i], t.a[i])));
+                if server {
+                    z = r.add(z, r.mul(d[i], e[i]));
+                }
+                z
+            })
+            .collect();
+        (z, opened)
     }
 
     pub(super) fn open_bits(&mut self, b: &BitVec) -> BitVec {
@@ -837,25 +865,7 @@ impl Backend for SharesBackend {
         assert_eq!(a.len(), b.len(), "mul: lengths differ");
         let n = a.len();
         self.counts(PrimitiveCounts { ss_mults: n as u64, ..Default::default() });
-        let r = self.ring;
-        let t = self.corr.triple(n);
-        let t = self.ok(t);
-        let d = arith::sub(r, a, &t.a);
-        let e = arith::sub(r, b, &t.b);
-        let got = self.exchange(MsgWriter::new(r).ring(&d).ring(&e).finish());
-        let (pd, pe) = self.parse(&got, |rd| Ok((rd.ring(n)?, rd.ring(n)?)));
-        let d = arith::add(r, &d, &pd);
-        let e = arith::add(r, &e, &pe);
-        let server = self.is_server();
-        (0..n)
-            .map(|i| {
-                let mut z = r.add(t.c[i], r.add(r.mul(d[i], t.b[i]), r.mul(e[i], t.a[i])));
-                if server {
-                    z = r.add(z, r.mul(d[i], e[i]));
-                }
-                z
-            })
-            .collect()
+        self.mul_opening(a, b, &[]).0
     }
 
     fn matmul(&mut self, a: &Vec<u64>, b: &Vec<u64>, m: usize, k: usize, n: usize) -> Vec<u64> {
@@ -932,6 +942,27 @@ impl Backend for SharesBackend {
         (m, self.truncate(t, k))
     }
 
+    fn msb_times(&mut self, a: &Vec<u64>) -> (SharedBits, Vec<u64>) {
+        if self.fss_here() && !a.is_empty() {
+            self.counts(PrimitiveCounts { comparisons: a.len() as u64, muxes: a.len() as u64, ..Default::default() });
+            return self.msb_times_fss(a);
+        }
+        let m = self.msb(a);
+        let z = vec![0; a.len()];
+        let p = self.mux(&m, a, &z);
+        (m, p)
+    }
+
+    fn trunc_mul(&mut self, y: &Vec<u64>, u: &Vec<u64>, k: u32) -> (Vec<u64>, Vec<u64>) {
+        if self.fss_here() && self.opts.truncation == Truncation::Exact && k > 0 && !u.is_empty() {
+            self.counts(PrimitiveCounts { truncations: u.len() as u64, ss_mults: u.len() as u64, ..Default::default() });
+            return self.trunc_mul_fss(y, u, k);
+        }
+        let t = self.truncate(u, k);
+        let p = self.mul(y, &t);
+        (t, p)
+    }
+
     fn mux(&mut self, b: &SharedBits, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
         let b = &b.x;
         assert!(b.len() == if_one.len() && b.len() == if_zero.len(), "mux: lengths {} {} {}", b.len(), if_one.len(), if_zero.len());
@@ -952,7 +983,7 @@ impl Backend for SharesBackend {
 
     fn compact_rows(&mut self, x: &Vec<u64>, width: usize, keep: &SharedBits) -> Vec<u64> {
         assert_eq!(x.len(), keep.x.len() * width, "compact_rows: {} rows of {width}", keep.x.len());
-        let drop = self.not(keep).x;
+        let drop = self.not(keep);
         let sch = self.build_schedule(&drop);
         let (n, moved) = (sch.rows(), sch.tail());
         self.counts(swap_compaction(n, moved, width));
@@ -961,7 +992,7 @@ impl Backend for SharesBackend {
     }
 
     fn partition(&mut self, low: &SharedBits, width: usize) -> Schedule {
-        let sch = self.build_schedule(&low.x);
+        let sch = self.build_schedule(low);
         self.counts(swap_compaction(sch.rows(), sch.tail(), width));
         sch
     }

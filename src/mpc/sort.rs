@@ -12,7 +12,8 @@
 //!   and, per payload, one MUX round. O(m·n) swaps.
 //! - [`Compaction::Shuffle`] (ours; asymptotically cheaper): each row's
 //!   destination (its rank within its group, a local prefix sum of the
-//!   shared group bits, plus the head size for tail rows; one MUX) is
+//!   shared group bits, plus the head size for tail rows; one product,
+//!   whose message also opens the group size) is
 //!   shuffled by two secret permutations — one known to each party — and
 //!   opened. The opened destinations are a uniformly random permutation,
 //!   so they show nothing but the group sizes. A payload is shuffled the
@@ -27,7 +28,7 @@ use super::arith;
 use super::bits::BitVec;
 use super::channel::MsgWriter;
 use super::dealer::{Party, PermShare};
-use super::shares::SharesBackend;
+use super::shares::{SharedBits, SharesBackend};
 use serde::{Deserialize, Serialize};
 
 /// How rows are moved obliviously.
@@ -89,34 +90,49 @@ impl SharesBackend {
     /// opened.
     /// Build a schedule; its correlations are dealt online (their sizes
     /// follow revealed counts), see [`super::dealer`].
-    pub(super) fn build_schedule(&mut self, tail_bits: &BitVec) -> Schedule {
+    pub(super) fn build_schedule(&mut self, tail: &SharedBits) -> Schedule {
         let was = self.corr.set_dealt_online(true);
-        let s = self.build_schedule_inner(tail_bits);
+        let s = self.build_schedule_inner(tail);
         self.corr.set_dealt_online(was);
         s
     }
 
-    fn build_schedule_inner(&mut self, tail_bits: &BitVec) -> Schedule {
+    fn build_schedule_inner(&mut self, tail: &SharedBits) -> Schedule {
+        let tail_bits = &tail.x;
         let n = tail_bits.len();
-        let tail_ring = self.bits_to_ring(tail_bits);
+        // Bits from a comparison on DCF keys come with their ring shares.
+        let tail_ring = match &tail.a {
+            Some(a) => a.clone(),
+            None => self.bits_to_ring(tail_bits),
+        };
         let r = self.ring;
         let sum = tail_ring.iter().fold(0u64, |s, &v| r.add(s, v));
-        let m = self.open(&[sum])[0];
-        if m > n as u64 {
-            let e = super::channel::ChannelError::Garbage { at: String::new(), msg: format!("{m} of {n} rows in a group") };
-            self.ok::<()>(Err(e));
+        if self.opts.compaction == Compaction::Shuffle {
+            // The group size is opened with the destinations' product.
+            let (m, plan) = self.build_shuffle(&tail_ring, sum);
+            return Schedule { rows: n, tail: m, plan };
         }
-        let m = m as usize;
+        let m = self.open(&[sum])[0];
+        let m = self.group_size(m, n);
         let plan = if m == 0 || m == n {
             Plan::Swaps { padded: n, steps: Vec::new() }
         } else {
             match self.opts.compaction {
                 Compaction::Swap => self.build_swaps(tail_bits, m),
                 Compaction::Bitonic => self.build_bitonic(&tail_ring),
-                Compaction::Shuffle => self.build_shuffle(&tail_ring, m),
+                Compaction::Shuffle => unreachable!("built above"),
             }
         };
         Schedule { rows: n, tail: m, plan }
+    }
+
+    /// The opened size of a group of `n` rows, checked.
+    fn group_size(&mut self, m: u64, n: usize) -> usize {
+        if m > n as u64 {
+            let e = super::channel::ChannelError::Garbage { at: String::new(), msg: format!("{m} of {n} rows in a group") };
+            self.ok::<()>(Err(e));
+        }
+        m as usize
     }
 
     fn build_swaps(&mut self, tail_bits: &BitVec, m: usize) -> Plan {
@@ -187,10 +203,11 @@ impl SharesBackend {
         Plan::Swaps { padded: big, steps }
     }
 
-    fn build_shuffle(&mut self, tail_ring: &[u64], m: usize) -> Plan {
+    /// The shuffle's plan and the tail's size m, opened in the round of the
+    /// destinations' product (the head's size n − m enters it shared).
+    fn build_shuffle(&mut self, tail_ring: &[u64], sum: u64) -> (usize, Plan) {
         let n = tail_ring.len();
         let r = self.ring;
-        let head = (n - m) as u64;
         // Ranks within each group: prefix sums (local).
         let mut rank_tail = Vec::with_capacity(n);
         let mut acc = 0u64;
@@ -200,10 +217,15 @@ impl SharesBackend {
         }
         let idx: Vec<u64> = (0..n as u64).collect();
         let rank_head = arith::sub(r, &self.plus_public(&vec![0; n], &idx), &rank_tail);
-        let to_tail = self.plus_public(&rank_tail, &[head]);
+        let head = self.plus_public(&[r.neg(sum)], &[n as u64])[0];
+        let to_tail: Vec<u64> = rank_tail.iter().map(|&v| r.add(v, head)).collect();
         // dest = head rank + t·(head + tail rank − head rank): one product.
         let z = arith::sub(r, &to_tail, &rank_head);
-        let shift = self.uncounted(|b| crate::secure::backend::Backend::mul(b, &tail_ring.to_vec(), &z));
+        let (shift, opened) = self.mul_opening(tail_ring, &z, &[sum]);
+        let m = self.group_size(opened[0], n);
+        if m == 0 || m == n {
+            return (m, Plan::Swaps { padded: n, steps: Vec::new() });
+        }
         let dest = arith::add(r, &rank_head, &shift);
         let perms = [self.new_perm(n, Party::Server), self.new_perm(n, Party::Client)];
         let shuffled = self.shuffle(&perms, &dest, 1, false);
@@ -219,7 +241,7 @@ impl SharesBackend {
             seen[d] = true;
             route.push(d);
         }
-        Plan::Shuffle { perms, route }
+        (m, Plan::Shuffle { perms, route })
     }
 
     fn new_perm(&mut self, n: usize, knower: Party) -> usize {

@@ -95,6 +95,14 @@ impl Prog for Primitives {
         outs.push(b.mux(&neg, &x, &y));
         let ge = b.ge_public(&x, &[r.encode(0.5)]);
         outs.push(b.b2a(&ge));
+        // The fused ones, on the same edge values.
+        let (sign, xs) = b.msb_times(&x);
+        outs.push(b.b2a(&sign));
+        outs.push(xs);
+        for k in [1, r.frac(), r.bits() - 2] {
+            let (t, yt) = b.trunc_mul(&y, &x, k);
+            outs.extend([t, yt]);
+        }
         let n = b.len(&x);
         let m = n / 2;
         let a = b.gather(&x, &(0..2 * m).collect::<Vec<_>>());
@@ -440,7 +448,7 @@ fn the_dealer_receives_requests_only() {
             let w = parse_request(f).unwrap_or_else(|e| panic!("not a request: {e}"));
             *counts.entry(w[0]).or_insert(0usize) += 1;
             match w[0] {
-                kind::FILL => assert!((pool::TRIPLE..=pool::DCF_TRUNC).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
+                kind::FILL => assert!((pool::TRIPLE..=pool::DCF_TRUNC_MUL).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
                 kind::LINEAR => assert!(ids.contains(&(w[1] as u32)) && w[2] as usize <= n && w.len() == 5, "{w:?}"),
                 kind::LINEAR_VEC => assert!(ids.contains(&(w[1] as u32)) && w.len() == 4, "{w:?}"),
                 kind::PERM_NEW | kind::PERM_APPLY => {}

@@ -205,6 +205,23 @@ pub trait Backend {
         let m = self.msb(a);
         (m, self.truncate(t, k))
     }
+    /// `msb(a)` and `a·msb(a)` (the MUX of `a` and zero on its own sign,
+    /// as in max, ReLU and |x|): a protocol whose comparison key can carry
+    /// the mask of `a` does both in the comparison's round.
+    fn msb_times(&mut self, a: &Self::Arith) -> (Self::Bits, Self::Arith) {
+        let m = self.msb(a);
+        let z = self.zeros(self.len(a));
+        let p = self.mux(&m, a, &z);
+        (m, p)
+    }
+    /// `truncate(u, k)` and `y·truncate(u, k)` (not truncated): a protocol
+    /// that opens y masked beside u's truncation opening does both in one
+    /// round, where truncating and then multiplying take two.
+    fn trunc_mul(&mut self, y: &Self::Arith, u: &Self::Arith, k: u32) -> (Self::Arith, Self::Arith) {
+        let t = self.truncate(u, k);
+        let p = self.mul(y, &t);
+        (t, p)
+    }
     /// `b ? if_one : if_zero`, element-wise.
     fn mux(&mut self, b: &Self::Bits, if_one: &Self::Arith, if_zero: &Self::Arith) -> Self::Arith;
     /// A bit as the ring integer 0 or 1 (not scaled).
