@@ -38,18 +38,9 @@ for t in "${tasks[@]}"; do
     $bin simulate --checkpoint "runs/glue/$t" --data-dir "$glue" --theta-ramp "$x" --exponent 0.5 --batched --json > "$f.tmp"
     mv "$f.tmp" "$f"
   done
-  # Threshold learning at the task's FLOPs target. RTE: the hard stage starts
-  # from the soft stage's step-100 checkpoint (docs/RESULTS.md, "Table 2").
+  # Threshold learning at the task's FLOPs target.
   out=runs/table2/$t
-  if [[ $t == rte ]]; then
-    [[ -d $out/soft/checkpoints/step-0000100 || -f runs/table2/rte-h100/summary.json ]] ||
-      prune "$out" --config configs/prune-rte-target.yaml --stop-after 100
-    out=runs/table2/rte-h100
-    prune "$out" --config configs/prune-rte-target.yaml --checkpoint runs/table2/rte/soft/checkpoints/step-0000100 \
-      --task rte --teacher runs/glue/rte --soft-epochs 0
-  else
-    prune "$out" --config "configs/prune-$t-target.yaml"
-  fi
+  prune "$out" --config "configs/prune-$t-target.yaml"
   runs+=(--run "runs/glue/$t:$out")
 done
 
