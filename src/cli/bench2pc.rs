@@ -40,8 +40,10 @@ pub struct Bench2pcArgs {
     #[arg(long, value_enum, default_value = "shuffle")]
     pub with: Compaction,
     /// Comparisons and exact truncations: `and-tree` (bit correlations and a
-    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
-    /// DCF keys, one round each; keys are offline traffic).
+    /// comparison circuit, 7 rounds each at ℓ = 37), `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic) or `fss-bounded`
+    /// (smaller truncation keys, exact for values at least 2^(ℓ−9) from the
+    /// ring's edge).
     #[arg(long = "protocol", value_enum, default_value = "and-tree")]
     pub suite: Suite,
     #[arg(long, default_value_t = 0)]
@@ -92,7 +94,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
     if args.estimate {
         for s in &args.shapes {
             for &t in &args.tokens {
-                for suite in [Suite::AndTree, Suite::Fss] {
+                for suite in [Suite::AndTree, Suite::Fss, Suite::FssBounded] {
                     let e = shape_estimate(s, t, suite);
                     if !args.json {
                         println!("bert-{s} at {t} tokens, {}: {} rounds, {:.1} MB online, {} DCF keys ({:.1} GB from the dealer), unpruned", suite.name(), e.rounds, e.online_bytes as f64 / 1e6, e.keys, e.key_bytes as f64 / 1e9);
@@ -131,7 +133,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
                 println!("  offline    {:>12.1} {:>12.1}   MB with the dealer", po.dealer_bytes as f64 / 1e6, uo.dealer_bytes as f64 / 1e6);
                 println!("  offline    {:>12} {:>12}   rounds + dealer round trips", po.rounds + po.dealer_round_trips, uo.rounds + uo.dealer_round_trips);
                 println!("  offline    {:>12.1} {:>12.1}   s (in-process)", po.seconds, uo.seconds);
-                if args.suite == Suite::Fss {
+                if args.suite.dcf() {
                     let (p, u) = (&r.pruned, &r.unpruned);
                     println!("  offline    {:>12.1} {:>12.1}   MB of DCF keys, dealer → client (the client forwards the correction words)", p.key_bytes as f64 / 1e6, u.key_bytes as f64 / 1e6);
                     println!("  offline    {:>12.1} {:>12.1}   s of key generation (the dealer)", p.keygen_seconds, u.keygen_seconds);

@@ -80,8 +80,10 @@ pub struct SecureEvalArgs {
     #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
     /// Comparisons and exact truncations: `and-tree` (bit correlations and a
-    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
-    /// DCF keys, one round each; keys are offline traffic).
+    /// comparison circuit, 7 rounds each at ℓ = 37), `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic) or `fss-bounded`
+    /// (smaller truncation keys, exact for values at least 2^(ℓ−9) from the
+    /// ring's edge).
     #[arg(long = "protocol", value_enum, default_value = "and-tree")]
     pub suite: Suite,
 }
@@ -225,6 +227,7 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
         (None, _) => "",
         (Some(_), Suite::AndTree) => "-shares",
         (Some(_), Suite::Fss) => "-shares-fss",
+        (Some(_), Suite::FssBounded) => "-shares-fss-bounded",
     };
     let name = format!("secure-eval-{}-{}-{}{suffix}.json", d.split, ring.bits(), ring.frac());
     let path = d.checkpoint.join(&name);

@@ -51,8 +51,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "shuffle")]
     pub compaction: Compaction,
     /// Comparisons and exact truncations: `and-tree` (bit correlations and a
-    /// comparison circuit, 7 rounds each at ℓ = 37) or `fss` (the dealer's
-    /// DCF keys, one round each; keys are offline traffic).
+    /// comparison circuit, 7 rounds each at ℓ = 37), `fss` (the dealer's
+    /// DCF keys, one round each; keys are offline traffic) or `fss-bounded`
+    /// (smaller truncation keys, exact for values at least 2^(ℓ−9) from the
+    /// ring's edge).
     #[arg(long = "protocol", value_enum, default_value = "and-tree")]
     pub suite: Suite,
     /// Stop after this many sessions (0: serve until killed).

@@ -135,14 +135,15 @@ impl PoolKey {
     pub fn dcf_msb(layer: Option<usize>) -> Self {
         PoolKey { kind: pool::DCF_MSB, p: [0, layer_tag(layer), 0] }
     }
-    pub fn dcf_trunc(k: u32, layer: Option<usize>) -> Self {
-        PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, layer_tag(layer), 0] }
+    /// Truncation by `k` whose wrap key reads the top `wrap` bits.
+    pub fn dcf_trunc(k: u32, wrap: u32, layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_TRUNC, p: [k as u64, layer_tag(layer), wrap as u64] }
     }
     pub fn dcf_msb_mul(layer: Option<usize>) -> Self {
         PoolKey { kind: pool::DCF_MSB_MUL, p: [0, layer_tag(layer), 0] }
     }
-    pub fn dcf_trunc_mul(k: u32, layer: Option<usize>) -> Self {
-        PoolKey { kind: pool::DCF_TRUNC_MUL, p: [k as u64, layer_tag(layer), 0] }
+    pub fn dcf_trunc_mul(k: u32, wrap: u32, layer: Option<usize>) -> Self {
+        PoolKey { kind: pool::DCF_TRUNC_MUL, p: [k as u64, layer_tag(layer), wrap as u64] }
     }
 
     /// Whether this pool holds DCF keys (whose correction words both
@@ -169,11 +170,11 @@ impl PoolKey {
             pool::AND_ARITH => (vec![Ring, Ring, Ring], 1),
             pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring).cw_bytes()), Ring], 1),
             pool::DCF_TRUNC => {
-                let k = self.p[0] as u32;
-                if k == 0 || k >= ring.bits() {
+                let (k, w) = (self.p[0] as u32, self.p[2] as u32);
+                if k == 0 || k >= ring.bits() || w == 0 || w > ring.bits() {
                     return None;
                 }
-                let (d1, d2) = super::fss::trunc_dcfs(ring, k);
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w);
                 (vec![Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()), Ring], 1)
             }
             pool::DCF_MSB_MUL => {
@@ -181,11 +182,11 @@ impl PoolKey {
                 (vec![m, m, Ring, Ring], 1)
             }
             pool::DCF_TRUNC_MUL => {
-                let k = self.p[0] as u32;
-                if k == 0 || k >= ring.bits() {
+                let (k, w) = (self.p[0] as u32, self.p[2] as u32);
+                if k == 0 || k >= ring.bits() || w == 0 || w > ring.bits() {
                     return None;
                 }
-                let (d1, d2) = super::fss::trunc_dcfs(ring, k);
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w);
                 let (b1, b2) = (Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()));
                 (vec![b1, b2, b1, b2, Ring, Ring], 1)
             }
@@ -363,6 +364,8 @@ pub struct DcfMsb {
 /// −[r mod 2^k > z mod 2^k], and ⌊r / 2^k⌋ shared: one-round exact
 /// truncation by k.
 pub struct DcfTrunc {
+    /// Input bits of the wrap key (ℓ: exact for every x).
+    pub wrap: u32,
     pub r: Vec<u64>,
     pub roots: [Vec<u128>; 2],
     pub cw: [Vec<u8>; 2],
@@ -922,7 +925,7 @@ impl Correlations {
             Party::Server => self.streams.ring(k, 4, n),
             Party::Client => c.next().expect("high").ring(),
         };
-        DcfTrunc { r, roots, cw, high }
+        DcfTrunc { wrap: k.p[2] as u32, r, roots, cw, high }
     }
 
     pub fn dcf_msb_mul(&mut self, k: PoolKey, n: usize) -> DcfMsbMul {
@@ -948,7 +951,7 @@ impl Correlations {
             Party::Server => (self.streams.ring(k, 4, n), self.streams.ring(k, 7, n)),
             Party::Client => (c.next().expect("high").ring(), c.next().expect("s·high").ring()),
         };
-        DcfTruncMul { trunc: DcfTrunc { r, roots, cw, high }, s, roots_s, cw_s, s_high }
+        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw, high }, s, roots_s, cw_s, s_high }
     }
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
@@ -1183,13 +1186,13 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             out.raw(&keys).ring(&arith::sub(ring, &rho, &rho0))
         }
         pool::DCF_TRUNC => {
-            let shift = key.p[0] as u32;
-            if shift == 0 || shift >= ring.bits() {
-                return Err(format!("a truncation by {shift} bits"));
+            let (shift, wrap) = (key.p[0] as u32, key.p[2] as u32);
+            if shift == 0 || shift >= ring.bits() || wrap == 0 || wrap > ring.bits() {
+                return Err(format!("a truncation by {shift} bits with a {wrap}-bit wrap"));
             }
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let roots = [(p0.seeds(key, 2, n), p1.seeds(key, 2, n)), (p0.seeds(key, 3, n), p1.seeds(key, 3, n))];
-            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &roots, None);
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, wrap, &r, &roots, None);
             let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
             out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
         }
@@ -1202,16 +1205,16 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &rho, &rho0)).ring(&arith::sub(ring, &r_rho, &r_rho0))
         }
         pool::DCF_TRUNC_MUL => {
-            let shift = key.p[0] as u32;
-            if shift == 0 || shift >= ring.bits() {
-                return Err(format!("a truncation by {shift} bits"));
+            let (shift, wrap) = (key.p[0] as u32, key.p[2] as u32);
+            if shift == 0 || shift >= ring.bits() || wrap == 0 || wrap > ring.bits() {
+                return Err(format!("a truncation by {shift} bits with a {wrap}-bit wrap"));
             }
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let sm = arith::add(ring, &p0.ring(key, 1, n), &p1.ring(key, 1, n));
             let mut roots = |c: u64| (p0.seeds(key, c, n), p1.seeds(key, c, n));
             let (plain, times) = ([roots(2), roots(3)], [roots(5), roots(6)]);
-            let (k1, k2) = super::fss::deal_trunc(ring, shift, &r, &plain, None);
-            let (k3, k4) = super::fss::deal_trunc(ring, shift, &r, &times, Some(&sm));
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, wrap, &r, &plain, None);
+            let (k3, k4) = super::fss::deal_trunc(ring, shift, wrap, &r, &times, Some(&sm));
             let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
             let s_high = arith::mul_cyclic(ring, &sm, &high);
             out.raw(&k1).raw(&k2).raw(&k3).raw(&k4)

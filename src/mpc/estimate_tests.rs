@@ -85,4 +85,8 @@ fn dcf_keys_cut_the_rounds_of_every_operator_but_the_linear_ones_more() {
     assert_eq!(fss.rounds_per_layer["layernorm"], 42.0);
     assert_eq!((tree.keys, tree.key_bytes), (0, 0));
     assert!(fss.keys > 0 && fss.key_bytes > 800 * fss.keys, "{} keys, {} bytes", fss.keys, fss.key_bytes);
+    // Bounded truncation: the same rounds and online bytes, smaller keys.
+    let bounded = shape_estimate("medium", 16, Suite::FssBounded);
+    assert_eq!((bounded.rounds, bounded.online_bytes, bounded.keys), (fss.rounds, fss.online_bytes, fss.keys));
+    assert!(bounded.key_bytes * 10 < fss.key_bytes * 6, "{} vs {} key bytes", bounded.key_bytes, fss.key_bytes);
 }

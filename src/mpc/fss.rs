@@ -20,6 +20,14 @@
 //! α = r, β = 2^(ℓ−k), and k bits for α = r mod 2^k, β = −1; ⌊r / 2^k⌋
 //! shared. Exact for every x, one round.
 //!
+//! **Bounded truncation** (`Suite::FssBounded`). If u stays at least
+//! g = 2^m from 0 and from 2^ℓ (|x| ≤ 2^(ℓ−1) − g), then z − r is u or
+//! u − 2^ℓ, at least g away from 0 either way, so
+//! [z < r] = [⌊z / g⌋ < ⌊r / g⌋]: the wrap key reads the top ℓ − m bits
+//! ([`super::shares::BOUNDED_WRAP_BITS`]) instead of all ℓ. Outside that
+//! band the wrap may come out wrong; the engine's value there has all but
+//! overflowed.
+//!
 //! **Products in the same round.** A DCF's payload may be any ring
 //! element the dealer knows, so a twin key for the same α whose payload is
 //! β times a mask turns the key's bit into that mask times the bit. Then
@@ -44,7 +52,7 @@ use super::bits::BitVec;
 use super::channel::{MsgReader, MsgWriter};
 use super::dcf::{Dcf, Prg};
 use super::dealer::{DcfMsb, DcfMsbMul, DcfTrunc, DcfTruncMul, PoolKey};
-use super::shares::{SharedBits, SharesBackend, Suite};
+use super::shares::{SharedBits, SharesBackend};
 use crate::fixed::Ring;
 
 /// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}.
@@ -52,9 +60,10 @@ pub fn msb_dcf(r: Ring) -> Dcf {
     Dcf::new(r.bits() - 1, r.bits())
 }
 
-/// Truncation by k: (the ℓ-bit wrap, the k-bit borrow), outputs in Z_{2^ℓ}.
-pub fn trunc_dcfs(r: Ring, k: u32) -> (Dcf, Dcf) {
-    (Dcf::new(r.bits(), r.bits()), Dcf::new(k, r.bits()))
+/// Truncation by k: (the wrap on the top `w` bits, the k-bit borrow),
+/// outputs in Z_{2^ℓ}.
+pub fn trunc_dcfs(r: Ring, k: u32, w: u32) -> (Dcf, Dcf) {
+    (Dcf::new(w, r.bits()), Dcf::new(k, r.bits()))
 }
 
 /// The dealer: correction words of MSB keys for masks `r`.
@@ -86,8 +95,9 @@ fn msb_keys(ring: Ring, r: &[u64], beta: impl Fn(u64, u64) -> u64, s0: &[u128], 
 /// The dealer: correction words of truncation keys for masks `r`, roots
 /// per DCF as (server's, client's); with `times`, each key's payload is
 /// multiplied by that element (the other factor's mask s).
-pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2], times: Option<&[u64]>) -> (Vec<u8>, Vec<u8>) {
-    let (d1, d2) = trunc_dcfs(ring, k);
+pub(super) fn deal_trunc(ring: Ring, k: u32, w: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2], times: Option<&[u64]>) -> (Vec<u8>, Vec<u8>) {
+    let (d1, d2) = trunc_dcfs(ring, k, w);
+    let top: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - w)).collect();
     let prg = Prg::default();
     let pair = |(a, b): &(Vec<u128>, Vec<u128>)| -> Vec<[u128; 2]> { a.iter().zip(b).map(|(&x, &y)| [x, y]).collect() };
     let lo: Vec<u64> = r.iter().map(|&v| v & ((1 << k) - 1)).collect();
@@ -98,7 +108,7 @@ pub(super) fn deal_trunc(ring: Ring, k: u32, r: &[u64], roots: &[(Vec<u128>, Vec
         }
     };
     let (mut k1, mut k2) = (Vec::new(), Vec::new());
-    d1.gen(&prg, r, &scaled(ring.reduce(1 << (ring.bits() - k))), &pair(&roots[0]), &mut k1);
+    d1.gen(&prg, &top, &scaled(ring.reduce(1 << (ring.bits() - k))), &pair(&roots[0]), &mut k1);
     d2.gen(&prg, &lo, &scaled(ring.mask()), &pair(&roots[1]), &mut k2);
     (k1, k2)
 }
@@ -107,7 +117,7 @@ impl SharesBackend {
     /// Whether MSB and truncation run on DCF keys here (compaction networks
     /// draw from online streams and keep the comparison circuit).
     pub(super) fn fss_here(&self) -> bool {
-        self.opts.suite == Suite::Fss && !self.corr.dealt_online()
+        self.opts.suite.dcf() && !self.corr.dealt_online()
     }
 
     fn layer(&mut self) -> Option<usize> {
@@ -181,7 +191,7 @@ impl SharesBackend {
     fn trunc_masked(&mut self, x: &[u64], k: u32) -> (DcfTrunc, Vec<u64>) {
         let l = self.ring.bits();
         assert!(k < l, "truncation by {k} bits in a {l}-bit ring");
-        let key = PoolKey::dcf_trunc(k, self.layer());
+        let key = PoolKey::dcf_trunc(k, self.opts.suite.wrap_bits(self.ring), self.layer());
         self.keys_for(key, x.len());
         let m = self.corr.dcf_trunc(key, x.len());
         let u = self.plus_public(x, &[1u64 << (l - 1)]);
@@ -193,9 +203,10 @@ impl SharesBackend {
     fn trunc_opened(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
         let (r, l) = (self.ring, self.ring.bits());
         let half = 1u64 << (l - 1);
-        let (d1, d2) = trunc_dcfs(r, k);
+        let (d1, d2) = trunc_dcfs(r, k, m.wrap);
         let (prg, b) = (Prg::default(), self.party.index());
-        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], z);
+        let top: Vec<u64> = z.iter().map(|&v| v >> (l - m.wrap)).collect();
+        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &top);
         let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
         let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
         let server = self.is_server();
@@ -265,14 +276,14 @@ impl SharesBackend {
     pub(super) fn trunc_mul_fss(&mut self, y: &[u64], u: &[u64], k: u32) -> (Vec<u64>, Vec<u64>) {
         let (r, l, n) = (self.ring, self.ring.bits(), u.len());
         assert!(k > 0 && k < l && y.len() == n, "trunc_mul: {} × {n} by {k} bits", y.len());
-        let key = PoolKey::dcf_trunc_mul(k, self.layer());
+        let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
         self.keys_for(key, n);
         let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high } = self.corr.dcf_trunc_mul(key, n);
         let zu = self.plus_public(u, &[1u64 << (l - 1)]);
         let both = self.open(&[arith::add(r, &zu, &m.r), arith::add(r, y, &s)].concat());
         let (z, yh) = both.split_at(n);
         let t = self.trunc_opened(&m, k, z);
-        let st = self.trunc_opened(&DcfTrunc { r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
+        let st = self.trunc_opened(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
         let half = 1u64 << (l - 1);
         // `trunc_opened` on the twin keys gave s·(−B + 2^(ℓ−k)W) − s·⌊r/2^k⌋,
         // plus (server) the public P once, which must be s·P: correct it.

@@ -332,8 +332,8 @@ impl Backend for Lengths<'_> {
         if k == 0 || n == 0 || self.truncation != Truncation::Exact {
             return n;
         }
-        if self.suite == Suite::Fss {
-            let key = PoolKey::dcf_trunc(k, self.meter.scope().layer);
+        if self.suite.dcf() {
+            let key = PoolKey::dcf_trunc(k, self.suite.wrap_bits(self.ring), self.meter.scope().layer);
             self.draw(key, n);
             self.open(n);
             return n;
@@ -348,10 +348,10 @@ impl Backend for Lengths<'_> {
         n
     }
     fn msb_and_truncate(&mut self, a: &usize, t: &usize, k: u32) -> ((usize, bool), usize) {
-        if self.suite == Suite::Fss && self.truncation == Truncation::Exact && k > 0 && *a > 0 && *t > 0 {
+        if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *a > 0 && *t > 0 {
             let layer = self.meter.scope().layer;
             self.draw(PoolKey::dcf_msb(layer), *a);
-            self.draw(PoolKey::dcf_trunc(k, layer), *t);
+            self.draw(PoolKey::dcf_trunc(k, self.suite.wrap_bits(self.ring), layer), *t);
             self.open(*a + *t);
             return ((*a, true), *t);
         }
@@ -359,7 +359,7 @@ impl Backend for Lengths<'_> {
         (m, self.truncate(t, k))
     }
     fn msb_times(&mut self, a: &usize) -> ((usize, bool), usize) {
-        if self.suite == Suite::Fss && *a > 0 {
+        if self.suite.dcf() && *a > 0 {
             self.draw(PoolKey::dcf_msb_mul(self.meter.scope().layer), *a);
             self.open(*a);
             return ((*a, true), *a);
@@ -369,8 +369,8 @@ impl Backend for Lengths<'_> {
         (m, p)
     }
     fn trunc_mul(&mut self, y: &usize, u: &usize, k: u32) -> (usize, usize) {
-        if self.suite == Suite::Fss && self.truncation == Truncation::Exact && k > 0 && *u > 0 {
-            self.draw(PoolKey::dcf_trunc_mul(k, self.meter.scope().layer), *u);
+        if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *u > 0 {
+            self.draw(PoolKey::dcf_trunc_mul(k, self.suite.wrap_bits(self.ring), self.meter.scope().layer), *u);
             self.open(2 * *u);
             return (*u, *u);
         }
@@ -382,7 +382,7 @@ impl Backend for Lengths<'_> {
         if *a == 0 {
             return (0, true);
         }
-        if self.suite == Suite::Fss {
+        if self.suite.dcf() {
             let key = PoolKey::dcf_msb(self.meter.scope().layer);
             self.draw(key, *a);
             self.open(*a);

@@ -63,13 +63,36 @@ pub enum Suite {
     #[default]
     AndTree,
     Fss,
+    /// [`Suite::Fss`] whose truncations find the wrap from the top
+    /// [`BOUNDED_WRAP_BITS`] bits only ([`super::fss`]): a third of the
+    /// keys' bytes and evaluation, exact for every x with
+    /// |x| ≤ 2^(ℓ−1) − 2^(ℓ−BOUNDED_WRAP_BITS): all but the outer 1/256 of
+    /// each half of the ring, where a value has all but overflowed.
+    FssBounded,
 }
+
+/// Input bits of [`Suite::FssBounded`]'s wrap key.
+pub const BOUNDED_WRAP_BITS: u32 = 9;
 
 impl Suite {
     pub fn name(self) -> &'static str {
         match self {
             Suite::AndTree => "and-tree",
             Suite::Fss => "fss",
+            Suite::FssBounded => "fss-bounded",
+        }
+    }
+
+    /// Whether comparisons and exact truncations run on DCF keys.
+    pub fn dcf(self) -> bool {
+        self != Suite::AndTree
+    }
+
+    /// Input bits of the truncation's wrap key in `ring`.
+    pub fn wrap_bits(self, ring: Ring) -> u32 {
+        match self {
+            Suite::FssBounded => BOUNDED_WRAP_BITS.min(ring.bits()),
+            _ => ring.bits(),
         }
     }
 }

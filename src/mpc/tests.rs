@@ -158,6 +158,31 @@ fn approximations_match_the_engine_bit_for_bit() {
     let plain = on_plain(ring, &prog);
     assert_eq!(on_shares(ring, Compaction::Shuffle, &m, &prog), plain);
     assert_eq!(on_shares_with(ring, SharesOptions { suite: Suite::Fss, ..opts(Compaction::Shuffle) }, &prog), plain, "DCF keys");
+    assert_eq!(on_shares_with(ring, SharesOptions { suite: Suite::FssBounded, ..opts(Compaction::Shuffle) }, &prog), plain, "bounded truncation keys");
+}
+
+/// The bounded truncation keys are exact up to the band's edge,
+/// |x| ≤ 2^(ℓ−1) − 2^(ℓ−9) (included), on every primitive that truncates, and
+/// wrong at the ring's very edge, where only the full-width keys are exact.
+#[test]
+fn bounded_truncation_is_exact_inside_its_band_only() {
+    use super::shares::BOUNDED_WRAP_BITS;
+    for ring in [Ring::BOLT, Ring::CIPHERPRUNE, Ring::CRYPTEN, Ring::new(20, 6).unwrap()] {
+        let band = (ring.max_signed() + 1 - (1i128 << (ring.bits() - BOUNDED_WRAP_BITS))) as i64;
+        let inner = |seed| -> Vec<u64> {
+            let mut v = values(ring, 150, seed);
+            let n = v.len();
+            (v[n - 3], v[n - 2]) = (ring.from_signed(band), ring.from_signed(-band));
+            v
+        };
+        let prog = Primitives { x: inner(1), y: inner(2) };
+        let bounded = SharesOptions { suite: Suite::FssBounded, ..opts(Compaction::Swap) };
+        assert_eq!(on_shares_with(ring, bounded, &prog), on_plain(ring, &prog), "ring {ring}");
+        let edge = Primitives { x: vec![ring.from_signed(ring.max_signed() as i64); 4], y: vec![ring.one(); 4] };
+        assert_ne!(on_shares_with(ring, bounded, &edge), on_plain(ring, &edge), "ring {ring}: the edge is outside the band");
+        let exact = SharesOptions { suite: Suite::Fss, ..opts(Compaction::Swap) };
+        assert_eq!(on_shares_with(ring, exact, &edge), on_plain(ring, &edge), "ring {ring}: full-width keys");
+    }
 }
 
 struct Rows {
@@ -216,7 +241,14 @@ fn pruned_forward_is_bit_identical_to_the_engine() {
     let thr = LayerThresholds::from_config(&cfg, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let mut pruned_somewhere = false;
-    let cases = [(Compaction::Swap, Suite::AndTree), (Compaction::Shuffle, Suite::Fss), (Compaction::Bitonic, Suite::Fss), (Compaction::Shuffle, Suite::AndTree), (Compaction::Swap, Suite::Fss)];
+    let cases = [
+        (Compaction::Swap, Suite::AndTree),
+        (Compaction::Shuffle, Suite::Fss),
+        (Compaction::Bitonic, Suite::Fss),
+        (Compaction::Shuffle, Suite::AndTree),
+        (Compaction::Swap, Suite::Fss),
+        (Compaction::Shuffle, Suite::FssBounded),
+    ];
     for (i, (c, suite)) in cases.into_iter().enumerate() {
         let ids: Vec<u32> = (0..rng.gen_range(6..13)).map(|_| rng.gen_range(0..50)).collect();
         let emb = w.embed(&ids, None).unwrap();
