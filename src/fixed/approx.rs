@@ -175,8 +175,8 @@ fn repeat_idx(rows: usize, times: usize) -> Vec<usize> {
 /// GELU(x) ≈ 0.5x + P(|x|) inside the cut, ReLU(x) outside.
 ///
 /// High: P = BOLT's P4 as (αy² + αp·y + αq)² + r·y + t. Low: Q2.
-/// Per element: 2 comparisons (sign, segment), 4 MUXes (|x|, clamp, ReLU,
-/// segment);
+/// Per element: 2 comparisons (sign, segment), 3 MUXes (x·[x < 0], which
+/// gives |x| and ReLU; clamp; segment);
 /// high 2 products and 3 truncations, low 1 product and 2 truncations.
 pub fn gelu<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
     let n = b.len(x);
