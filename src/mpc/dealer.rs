@@ -422,12 +422,6 @@ impl Comp {
             _ => unreachable!("a bit component"),
         }
     }
-    fn bytes(self) -> Vec<u8> {
-        match self {
-            Comp::Bytes(b, _) => b,
-            _ => unreachable!("a bytes component"),
-        }
-    }
     fn empty(kind: CompKind) -> Self {
         match kind {
             CompKind::Ring => Comp::Ring(Vec::new()),
@@ -904,39 +898,44 @@ impl Correlations {
         self.prefill(want)
     }
 
+    /// A key pool's units: its correction words (in layout order) and its
+    /// ring components, which the server draws from its stream components
+    /// `server_comps` and the client takes from the dealer's reply.
+    fn key_units(&mut self, k: PoolKey, n: usize, server_comps: &[u64]) -> (Vec<Vec<u8>>, Vec<Vec<u64>>) {
+        let (mut cws, mut rings) = (Vec::new(), Vec::new());
+        for c in self.take_keys(k, n) {
+            match c {
+                Comp::Bytes(b, _) => cws.push(b),
+                Comp::Ring(v) => rings.push(v),
+                Comp::Bits(_) => unreachable!("DCF pools hold no bits"),
+            }
+        }
+        if self.party == Party::Server {
+            rings = server_comps.iter().map(|&c| self.streams.ring(k, c, n)).collect();
+        }
+        (cws, rings)
+    }
+
     pub fn dcf_msb(&mut self, k: PoolKey, n: usize) -> DcfMsb {
-        let r = self.streams.ring(k, 0, n);
-        let roots = self.streams.seeds(k, 2, n);
-        let mut c = self.take_keys(k, n).into_iter();
-        let cw = c.next().expect("cw").bytes();
-        let rho = match self.party {
-            Party::Server => self.streams.ring(k, 1, n),
-            Party::Client => c.next().expect("ρ").ring(),
-        };
+        let (r, roots) = (self.streams.ring(k, 0, n), self.streams.seeds(k, 2, n));
+        let (cw, ring) = self.key_units(k, n, &[1]);
+        let ([cw], [rho]) = (take(cw), take(ring));
         DcfMsb { r, rho, roots, cw }
     }
 
     pub fn dcf_trunc(&mut self, k: PoolKey, n: usize) -> DcfTrunc {
         let r = self.streams.ring(k, 0, n);
         let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
-        let mut c = self.take_keys(k, n).into_iter();
-        let cw = [c.next().expect("cw").bytes(), c.next().expect("cw").bytes()];
-        let high = match self.party {
-            Party::Server => self.streams.ring(k, 4, n),
-            Party::Client => c.next().expect("high").ring(),
-        };
-        DcfTrunc { wrap: k.p[2] as u32, r, roots, cw, high }
+        let (cw, ring) = self.key_units(k, n, &[4]);
+        let [high] = take(ring);
+        DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: take(cw), high }
     }
 
     pub fn dcf_msb_mul(&mut self, k: PoolKey, n: usize) -> DcfMsbMul {
         let r = self.streams.ring(k, 0, n);
         let (roots, roots_r) = (self.streams.seeds(k, 2, n), self.streams.seeds(k, 4, n));
-        let mut c = self.take_keys(k, n).into_iter();
-        let (cw, cw_r) = (c.next().expect("cw").bytes(), c.next().expect("cw").bytes());
-        let (rho, r_rho) = match self.party {
-            Party::Server => (self.streams.ring(k, 1, n), self.streams.ring(k, 3, n)),
-            Party::Client => (c.next().expect("ρ").ring(), c.next().expect("rρ").ring()),
-        };
+        let (cw, ring) = self.key_units(k, n, &[1, 3]);
+        let ([cw, cw_r], [rho, r_rho]) = (take(cw), take(ring));
         DcfMsbMul { msb: DcfMsb { r, rho, roots, cw }, roots_r, cw_r, r_rho }
     }
 
@@ -944,14 +943,9 @@ impl Correlations {
         let (r, s) = (self.streams.ring(k, 0, n), self.streams.ring(k, 1, n));
         let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
         let roots_s = [self.streams.seeds(k, 5, n), self.streams.seeds(k, 6, n)];
-        let mut c = self.take_keys(k, n).into_iter();
-        let mut cw = || c.next().expect("cw").bytes();
-        let (cw, cw_s) = ([cw(), cw()], [cw(), cw()]);
-        let (high, s_high) = match self.party {
-            Party::Server => (self.streams.ring(k, 4, n), self.streams.ring(k, 7, n)),
-            Party::Client => (c.next().expect("high").ring(), c.next().expect("s·high").ring()),
-        };
-        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw, high }, s, roots_s, cw_s, s_high }
+        let (cw, ring) = self.key_units(k, n, &[4, 7]);
+        let ([c1, c2, c3, c4], [high, s_high]) = (take(cw), take(ring));
+        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: [c1, c2], high }, s, roots_s, cw_s: [c3, c4], s_high }
     }
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
@@ -1096,6 +1090,12 @@ pub struct DealerStats {
     /// Bytes of replies that carried keys (correction words and the other
     /// corrections dealt with them), sent to the client.
     pub key_bytes: u64,
+}
+
+/// A vector of exactly N items as an array (a pool's layout fixes N).
+fn take<T, const N: usize>(v: Vec<T>) -> [T; N] {
+    let len = v.len();
+    v.try_into().unwrap_or_else(|_| panic!("{len} components, {N} expected"))
 }
 
 /// Fresh seeds for a session: (server's, client's), from the dealer's RNG.

@@ -113,6 +113,11 @@ pub(super) fn deal_trunc(ring: Ring, k: u32, w: u32, r: &[u64], roots: &[(Vec<u1
     (k1, k2)
 }
 
+/// The public part P = ⌊z/2^k⌋ − 2^(ℓ−1−k) of a truncation of the opened z.
+fn trunc_public(r: Ring, k: u32, z: u64) -> u64 {
+    r.sub(z >> k, (1u64 << (r.bits() - 1)) >> k)
+}
+
 impl SharesBackend {
     /// Whether MSB and truncation run on DCF keys here (compaction networks
     /// draw from online streams and keep the comparison circuit).
@@ -170,9 +175,7 @@ impl SharesBackend {
     /// The MSB from the opened y = x + r.
     fn msb_opened(&self, m: &DcfMsb, y: &[u64]) -> SharedBits {
         let r = self.ring;
-        let low = (1u64 << (r.bits() - 1)) - 1;
-        let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
-        let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &m.roots, &m.cw, &ys);
+        let c = self.msb_key_eval(&m.roots, &m.cw, y);
         let server = self.is_server();
         let a: Vec<u64> = (0..y.len())
             .map(|i| {
@@ -201,24 +204,33 @@ impl SharesBackend {
 
     /// ⌊x / 2^k⌋ from the opened z = x + 2^(ℓ−1) + r.
     fn trunc_opened(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
+        let keys = self.trunc_keys(m, k, z);
+        if !self.is_server() {
+            return keys;
+        }
+        let r = self.ring;
+        keys.iter().zip(z).map(|(&v, &zi)| r.add(v, trunc_public(r, k, zi))).collect()
+    }
+
+    /// The keys' part of a truncation, 2^(ℓ−k)·W − B − ⌊r/2^k⌋ (times the
+    /// keys' payload factor), without the public P.
+    fn trunc_keys(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
         let (r, l) = (self.ring, self.ring.bits());
-        let half = 1u64 << (l - 1);
         let (d1, d2) = trunc_dcfs(r, k, m.wrap);
         let (prg, b) = (Prg::default(), self.party.index());
         let top: Vec<u64> = z.iter().map(|&v| v >> (l - m.wrap)).collect();
         let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &top);
         let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
         let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
-        let server = self.is_server();
-        (0..z.len())
-            .map(|i| {
-                let mut v = r.sub(r.add(wrap[i], borrow[i]), m.high[i]);
-                if server {
-                    v = r.add(v, r.sub(z[i] >> k, half >> k));
-                }
-                v
-            })
-            .collect()
+        (0..z.len()).map(|i| r.sub(r.add(wrap[i], borrow[i]), m.high[i])).collect()
+    }
+
+    /// Party's shares of an MSB-family key on the opened y's low ℓ − 1 bits.
+    fn msb_key_eval(&self, roots: &[u128], cw: &[u8], y: &[u64]) -> Vec<u64> {
+        let r = self.ring;
+        let low = (1u64 << (r.bits() - 1)) - 1;
+        let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
+        msb_dcf(r).eval(&Prg::default(), self.party.index(), roots, cw, &ys)
     }
 
     pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
@@ -253,9 +265,7 @@ impl SharesBackend {
         let y = self.open(&arith::add(self.ring, x, &m.r));
         let bits = self.msb_opened(&m, &y);
         let r = self.ring;
-        let low = (1u64 << (r.bits() - 1)) - 1;
-        let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
-        let c = msb_dcf(r).eval(&Prg::default(), self.party.index(), &roots_r, &cw_r, &ys);
+        let c = self.msb_key_eval(&roots_r, &cw_r, &y);
         let msb = bits.a.as_ref().expect("ring shares");
         let times: Vec<u64> = (0..y.len())
             .map(|i| {
@@ -283,16 +293,11 @@ impl SharesBackend {
         let both = self.open(&[arith::add(r, &zu, &m.r), arith::add(r, y, &s)].concat());
         let (z, yh) = both.split_at(n);
         let t = self.trunc_opened(&m, k, z);
-        let st = self.trunc_opened(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
-        let half = 1u64 << (l - 1);
-        // `trunc_opened` on the twin keys gave s·(−B + 2^(ℓ−k)W) − s·⌊r/2^k⌋,
-        // plus (server) the public P once, which must be s·P: correct it.
-        let server = self.is_server();
+        // The twin keys give s·(2^(ℓ−k)W − B − ⌊r/2^k⌋); s·P is local.
+        let st = self.trunc_keys(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
         let yt: Vec<u64> = (0..n)
             .map(|i| {
-                let p = r.sub(z[i] >> k, half >> k);
-                let mut sti = if server { r.sub(st[i], p) } else { st[i] };
-                sti = r.add(sti, r.mul(s[i], p));
+                let sti = r.add(st[i], r.mul(s[i], trunc_public(r, k, z[i])));
                 r.sub(r.mul(yh[i], t[i]), sti)
             })
             .collect();
