@@ -101,6 +101,8 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
                         let per: Vec<String> = e.rounds_per_layer.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
                         println!("  rounds per layer: {}", per.join(", "));
                         println!("  pruned to the paper's schedule {:?} (half of the kept reduced): {} rounds, {:.1} MB online", e.pruned_schedule, e.pruned_rounds, e.pruned_online_bytes as f64 / 1e6);
+                        let per: Vec<String> = e.pruned_rounds_per_layer.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+                        println!("  pruned rounds per layer: {}", per.join(", "));
                     }
                     shapes.push(serde_json::to_value(&e)?);
                 }

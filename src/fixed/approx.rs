@@ -216,11 +216,11 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let a = b.sub(&relu, &p);
     let cut_t = split_const(n, nh, lt_threshold(r, GELU_HIGH_CUT), lt_threshold(r, GELU_LOW_CUT));
     let d = b.sub_public(&a, &cut_t);
-    let inside = b.msb(&d); // |x| < cut
     // The polynomial only matters inside; clamping its argument keeps the
-    // discarded branch from overflowing narrow rings for large |x|.
-    let cut_v = b.constant(&cut_t);
-    let a = b.mux(&inside, &a, &cut_v);
+    // discarded branch from overflowing narrow rings for large |x|. The
+    // clamp min(|x|, cut) = cut + d·[d < 0] comes with the comparison.
+    let (inside, dm) = b.msb_times(&d); // |x| < cut
+    let a = b.add_public(&dm, &cut_t);
     let y2 = mul_rescale(b, &a, &a);
     let [al, alp, alq, rr, t] = gelu_high_factored();
     let [c0, c1, c2] = GELU_LOW_Q2;
@@ -256,13 +256,18 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
 
 /// e^x for x ≤ 0 (after max subtraction) by range reduction:
 /// z = ⌊−x/ln2⌋ (one truncation by 2s of −x·(1/ln2)), p = x + z·ln2,
-/// e^p by a polynomial, then a secret right shift by z done bit by bit
-/// (high bit first: compare z with 2^k, subtract, MUX between the value and
-/// its truncation by 2^k), and 0 where z exceeds the clip.
+/// e^p by a polynomial, then a secret right shift by z done bit by bit,
+/// high bit first (a MUX between the value and its truncation by 2^k), and
+/// 0 where z exceeds the clip. With exact truncation z's low bits come
+/// from truncations of −x/ln2 by 2s + j, in z's round, and each bit's MUX
+/// rides with its truncation ([`Backend::trunc_lincomb`]): one round a bit.
+/// With probabilistic truncation (which could round those differently)
+/// each bit is a comparison of z with 2^k, then a subtraction, as BOLT.
 ///
-/// Per element, high (clip 13, 4 bits): 5 comparisons, 1 product,
-/// 7 truncations, 5 MUXes, 3 B2A. Low (clip 7, 3 bits, linear): 4
-/// comparisons, 0 products, 5 truncations, 4 MUXes, 2 B2A.
+/// Per element, exact truncation, high (clip 13, 4 bits): 2 comparisons,
+/// 9 products, 10 truncations, 2 B2A. Low (clip 7, 3 bits, linear): 2
+/// comparisons, 6 products, 7 truncations, 2 B2A. Probabilistic: high 5
+/// comparisons, 1 product, 7 truncations, 5 MUXes, 3 B2A; low 4, 0, 5, 4, 2.
 pub fn exp_neg<B: Backend>(b: &mut B, x: &B::Arith, deg: Degree) -> B::Arith {
     let n = b.len(x);
     exp_neg_split(b, x, high_count(deg, n))
@@ -279,7 +284,20 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
     let (clip_l, bits_l) = exp_clip(Degree::Low);
     let nx = b.neg(x);
     let z2 = b.mul_public(&nx, &[enc(r, INV_LN2)]);
-    let mut z = b.truncate(&z2, 2 * s); // an integer, not scaled
+    // z = ⌊z2 / 2^2s⌋ (an integer, not scaled). With exact truncation,
+    // ⌊z / 2^j⌋ for z's low bits are truncations of z2 too, in the same
+    // round; a probabilistic one rounds each its own way, so there the
+    // shift finds z's bits by comparisons instead.
+    let exact = b.exact_truncation();
+    let widest = if nh > 0 { bits_h.max(bits_l) } else { bits_l };
+    // Elements of the degrees that have bit j: high j < 4, low j < 3.
+    let at = |j: u32| -> std::ops::Range<usize> { (if j < bits_h { 0 } else { nh })..(if j < bits_l { n } else { nh }) };
+    // ⌊z / 2^j⌋ where the degree has bit j (for b_j below), all from z2.
+    let js = if exact { widest } else { 1 };
+    let z2s: Vec<B::Arith> = (0..js).map(|j| part(b, &z2, at(j))).collect();
+    let parts: Vec<(&B::Arith, u32)> = z2s.iter().zip(0..).map(|(w, j)| (w, 2 * s + j)).collect();
+    let zs = b.truncate_each(&parts);
+    let z = zs[0].clone();
     let over = b.sub_public(&z, &split_const(n, nh, clip_h + 1, clip_l + 1));
     let zl = b.mul_public(&z, &[enc(r, LN2)]);
     let p = b.add(x, &zl);
@@ -297,20 +315,99 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
         terms.push(b.mul_public(&p_lo, &[enc(r, EXP_LOW_A[1])]));
     }
     let acc = b.concat(&terms.iter().collect::<Vec<_>>());
-    // z ≤ clip does not depend on the polynomial: its comparison shares a
-    // round with the polynomial's truncation.
-    let (in_range, y) = b.msb_and_truncate(&over, &acc, s);
-    let mut e = b.add_public(&y, &split_const(n, nh, enc(r, c), enc(r, EXP_LOW_A[0])));
-    for k in (0..bits_h.max(bits_l)).rev() {
-        // The elements whose degree shifts by 2^k bits: a contiguous range.
-        let start = if k < bits_h { 0 } else { nh };
-        let end = if k < bits_l { n } else { nh };
-        if start >= end {
+    let e0 = |b: &mut B, y: &B::Arith| b.add_public(y, &split_const(n, nh, enc(r, c), enc(r, EXP_LOW_A[0])));
+    if !exact {
+        // z ≤ clip does not depend on the polynomial: its comparison shares
+        // a round with the polynomial's truncation.
+        let (in_range, y) = b.msb_and_truncate(&over, &acc, s);
+        let e = e0(b, &y);
+        let e = shift_by_comparisons(b, z, e, widest, at);
+        let zero = b.zeros(n);
+        return b.mux(&in_range, &e, &zero);
+    }
+    // z ≤ clip and z < 2^(bits−1) (the top bit, which a z past the clip
+    // may also have) do not depend on the polynomial either.
+    let below_top = b.sub_public(&z, &split_const(n, nh, 1 << (bits_h - 1), 1 << (bits_l - 1)));
+    let both = b.concat(&[&over, &below_top]);
+    let (cmp, y) = b.msb_and_truncate(&both, &acc, s);
+    let cmp = b.b2a(&cmp);
+    let e = e0(b, &y);
+    let in_range = part(b, &cmp, 0..n);
+    let below = part(b, &cmp, n..2 * n);
+    // The top bit's step also zeroes e past the clip:
+    // e·[z < top] + ⌊e / 2^(2^k)⌋·([z ≤ clip] − [z < top]).
+    let top_step = b.sub(&in_range, &below);
+    let one = b.constant(&vec![1; n]);
+    let mut e = e;
+    for k in (0..widest).rev() {
+        let range = at(k);
+        if range.is_empty() {
             continue;
         }
-        let whole = start == 0 && end == n;
-        let (mut zr, mut er) = if whole { (z.clone(), e.clone()) } else { (part(b, &z, start..end), part(b, &e, start..end)) };
-        // z ≥ 2^k and e's shift by 2^k are independent: one round for both.
+        // b_k = ⌊z / 2^k⌋ − 2⌊z / 2^(k+1)⌋ where the degree has bit k + 1.
+        let lower = at(k + 1);
+        let bit_k = if lower.is_empty() {
+            None
+        } else {
+            let off = at(k).start;
+            let zk = part(b, &zs[k as usize], lower.start - off..lower.end - off);
+            let twice = b.add(&zs[k as usize + 1], &zs[k as usize + 1]);
+            Some(b.sub(&zk, &twice))
+        };
+        let (mut y1, mut y2) = (Vec::new(), Vec::new());
+        for (sub, bits) in [(range.start..range.end.min(nh), bits_h), (range.start.max(nh)..range.end, bits_l)] {
+            if sub.is_empty() {
+                continue;
+            }
+            if k + 1 == bits {
+                y1.push(part(b, &below, sub.clone()));
+                y2.push(part(b, &top_step, sub));
+            } else {
+                let bk = part(b, bit_k.as_ref().expect("a lower bit"), sub.start - lower.start..sub.end - lower.start);
+                let o = part(b, &one, sub);
+                y1.push(b.sub(&o, &bk));
+                y2.push(bk);
+            }
+        }
+        let y1 = b.concat(&y1.iter().collect::<Vec<_>>());
+        let y2 = b.concat(&y2.iter().collect::<Vec<_>>());
+        // e ← b ? ⌊e / 2^(2^k)⌋ : e, the MUX's factors opened beside the
+        // truncation: one round a bit.
+        e = on_range(b, &e, range, |b, er| b.trunc_lincomb(&y1, &y2, er, 1u32 << k));
+    }
+    e
+}
+
+/// `f` applied to elements `range` of `x`, the rest unchanged.
+fn on_range<B: Backend>(b: &mut B, x: &B::Arith, range: std::ops::Range<usize>, f: impl FnOnce(&mut B, &B::Arith) -> B::Arith) -> B::Arith {
+    let n = b.len(x);
+    if range.start == 0 && range.end == n {
+        return f(b, x);
+    }
+    let mid = part(b, x, range.clone());
+    let mid = f(b, &mid);
+    let (head, tail) = (part(b, x, 0..range.start), part(b, x, range.end..n));
+    b.concat(&[&head, &mid, &tail])
+}
+
+/// The shift of [`exp_neg_split`] by z bit by bit, high bit first, for
+/// probabilistic truncation: compare z with 2^k, subtract, MUX between the
+/// value and its truncation by 2^k (the comparison and the truncation in
+/// one round). `at(k)`: the elements whose degree has bit k.
+fn shift_by_comparisons<B: Backend>(
+    b: &mut B,
+    mut z: B::Arith,
+    mut e: B::Arith,
+    widest: u32,
+    at: impl Fn(u32) -> std::ops::Range<usize>,
+) -> B::Arith {
+    for k in (0..widest).rev() {
+        let range = at(k);
+        if range.is_empty() {
+            continue;
+        }
+        let mut zr = part(b, &z, range.clone());
+        let er = part(b, &e, range.clone());
         let d = b.sub_public(&zr, &[1u64 << k]);
         let (below, shifted) = b.msb_and_truncate(&d, &er, 1 << k);
         let bit = b.not(&below);
@@ -318,19 +415,12 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
             let ba = b.b2a(&bit);
             let step = b.mul_public(&ba, &[1u64 << k]);
             zr = b.sub(&zr, &step);
+            z = on_range(b, &z, range.clone(), |_, _| zr);
         }
-        er = b.mux(&bit, &shifted, &er);
-        if whole {
-            (z, e) = (zr, er);
-        } else {
-            let (z0, z1) = (part(b, &z, 0..start), part(b, &z, end..n));
-            let (e0, e1) = (part(b, &e, 0..start), part(b, &e, end..n));
-            z = b.concat(&[&z0, &zr, &z1]);
-            e = b.concat(&[&e0, &er, &e1]);
-        }
+        let er = b.mux(&bit, &shifted, &er);
+        e = on_range(b, &e, range, |_, _| er);
     }
-    let zero = b.zeros(n);
-    b.mux(&in_range, &e, &zero)
+    e
 }
 
 /// Maximum of each row of `row_len` by a tree of pairwise comparisons,
@@ -373,6 +463,13 @@ pub fn row_max<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize) -> B::Arith 
 /// [`RECIP_NEWTON`] steps y ← y(2 − v·y) (two products each; v·y₀ comes
 /// with the comparisons, see [`thermometer`]).
 pub fn reciprocal<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> B::Arith {
+    let (p, k) = reciprocal_untruncated(b, v, max_log2);
+    b.truncate(&p, k)
+}
+
+/// [`reciprocal`] before its last truncation, and the bits it truncates:
+/// the caller fuses that truncation with the product that consumes it.
+fn reciprocal_untruncated<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> (B::Arith, u32) {
     let r = b.ring();
     let s = r.frac();
     let init = |k: i32| enc(r, RECIP_INIT * (-k as f64).exp2());
@@ -388,12 +485,11 @@ pub fn reciprocal<B: Backend>(b: &mut B, v: &B::Arith, max_log2: u32) -> B::Arit
         let y2 = b.mul_public(&y, &[two]);
         let p = b.sub(&y2, &ye);
         if step + 1 == RECIP_NEWTON {
-            y = b.truncate(&p, s);
-        } else {
-            (y, vy) = b.trunc_mul(v, &p, s);
+            return (p, s);
         }
+        (y, vy) = b.trunc_mul(v, &p, s);
     }
-    y
+    unreachable!("RECIP_NEWTON > 0")
 }
 
 /// The initial guess y₀ of [`reciprocal`] and [`rsqrt`] from a
@@ -456,9 +552,13 @@ pub fn softmax_split<B: Backend>(b: &mut B, x: &B::Arith, row_len: usize, nh: us
     let d = b.sub(x, &mb);
     let e = exp_neg_split(b, &d, nh);
     let sum = b.sum_chunks(&e, row_len);
-    let rcp = reciprocal(b, &sum, ceil_log2(row_len));
+    // The reciprocal's last truncation, taken per element, comes in the
+    // round of the product with e (exact truncation gives every copy the
+    // same value).
+    let (rcp, k) = reciprocal_untruncated(b, &sum, ceil_log2(row_len));
     let rb = b.gather(&rcp, &bc);
-    mul_rescale(b, &e, &rb)
+    let (_, p) = b.trunc_mul(&e, &rb, k);
+    b.rescale(&p)
 }
 
 // ---- LayerNorm --------------------------------------------------------------------------
@@ -508,6 +608,12 @@ impl NormPrecision {
 /// y ← y(3 − v·y²)/2, with v·y² computed as (v·y)·y to keep products small,
 /// and /2 folded into the truncation.
 pub fn rsqrt<B: Backend>(b: &mut B, v: &B::Arith, extra: u32) -> B::Arith {
+    let (p, k) = rsqrt_untruncated(b, v, extra);
+    b.truncate(&p, k)
+}
+
+/// [`rsqrt`] before its last truncation, and the bits it truncates.
+fn rsqrt_untruncated<B: Backend>(b: &mut B, v: &B::Arith, extra: u32) -> (B::Arith, u32) {
     let r = b.ring();
     let s = r.frac();
     let ys = s + extra;
@@ -525,12 +631,11 @@ pub fn rsqrt<B: Backend>(b: &mut B, v: &B::Arith, extra: u32) -> B::Arith {
         let y3 = b.mul_public(&y, &[three]);
         let p = b.sub(&y3, &yu);
         if step + 1 == RSQRT_NEWTON {
-            y = b.truncate(&p, s + 1); // y(3 − u)/2 at s + extra
-        } else {
-            (y, vy) = b.trunc_mul(v, &p, s + 1);
+            return (p, s + 1); // y(3 − u)/2 at s + extra once truncated
         }
+        (y, vy) = b.trunc_mul(v, &p, s + 1);
     }
-    y
+    unreachable!("RSQRT_NEWTON > 0")
 }
 
 /// LayerNorm over rows of `width`: mean, centred values c, variance (each
@@ -564,11 +669,14 @@ pub fn layer_norm<B: Backend>(
     let sq = b.truncate(&sq, s - 2 * k);
     let ssum = b.sum_chunks(&sq, width);
     let var = div_public(b, &ssum, width);
-    let rs = rsqrt(b, &var, prec.rsqrt_extra);
+    // Each truncation comes in the round of the product that consumes it:
+    // 1/√var's last one per element with c (exact truncation gives every
+    // copy the same value), then y's with γ, which the server opens masked.
+    let (rs, k) = rsqrt_untruncated(b, &var, prec.rsqrt_extra);
     let rsb = b.gather(&rs, &bc);
-    let y = b.mul(&c, &rsb);
-    let y = b.truncate(&y, s + prec.rsqrt_extra);
-    let g = b.mul_weights(&y, gamma);
+    let (_, y) = b.trunc_mul(&c, &rsb, k);
+    let gw = b.weights_shared(gamma, rows);
+    let (_, g) = b.trunc_mul(&gw, &y, s + prec.rsqrt_extra);
     let g = b.add_public(&g, beta2);
     b.rescale(&g)
 }

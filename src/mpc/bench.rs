@@ -43,6 +43,7 @@ pub struct ShapeEstimate {
     pub pruned_schedule: Vec<usize>,
     pub pruned_rounds: u64,
     pub pruned_online_bytes: u64,
+    pub pruned_rounds_per_layer: std::collections::BTreeMap<&'static str, f64>,
 }
 
 pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate {
@@ -66,7 +67,7 @@ pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate 
     let schedule = paper_schedule(layers, n);
     let kept: Vec<usize> = (0..layers).map(|l| schedule.get(l + 1).copied().unwrap_or(schedule[l])).collect();
     let pruned = ExampleShape { real: n, entering: schedule.clone(), reduced: kept.iter().map(|k| k / 2).collect(), kept };
-    let (p, _, _) = run(&pruned, &layer_switches(layers, true, true));
+    let (p, pruned_by, _) = run(&pruned, &layer_switches(layers, true, true));
     let fss: Vec<_> = pools.iter().filter(|(k, _)| k.is_fss()).collect();
     ShapeEstimate {
         shape: name.into(),
@@ -80,6 +81,7 @@ pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate 
         pruned_schedule: schedule,
         pruned_rounds: p.rounds,
         pruned_online_bytes: p.bytes(),
+        pruned_rounds_per_layer: pruned_by.iter().map(|(&k, &v)| (k, v as f64 / layers as f64)).collect(),
     }
 }
 

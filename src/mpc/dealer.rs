@@ -188,7 +188,7 @@ impl PoolKey {
                 }
                 let (d1, d2) = super::fss::trunc_dcfs(ring, k, w);
                 let (b1, b2) = (Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()));
-                (vec![b1, b2, b1, b2, Ring, Ring], 1)
+                (vec![b1, b2, b1, b2, Ring, Ring, Ring], 1)
             }
             _ => return None,
         })
@@ -390,6 +390,10 @@ pub struct DcfTruncMul {
     pub roots_s: [Vec<u128>; 2],
     pub cw_s: [Vec<u8>; 2],
     pub s_high: Vec<u64>,
+    /// A third mask s1 (of [`super::fss`]'s y1 in `trunc_lincomb`) and
+    /// s1·r shared.
+    pub s1: Vec<u64>,
+    pub s1_r: Vec<u64>,
 }
 
 /// One party's side of a permutation correlation for σ known to one party:
@@ -943,9 +947,10 @@ impl Correlations {
         let (r, s) = (self.streams.ring(k, 0, n), self.streams.ring(k, 1, n));
         let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
         let roots_s = [self.streams.seeds(k, 5, n), self.streams.seeds(k, 6, n)];
-        let (cw, ring) = self.key_units(k, n, &[4, 7]);
-        let ([c1, c2, c3, c4], [high, s_high]) = (take(cw), take(ring));
-        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: [c1, c2], high }, s, roots_s, cw_s: [c3, c4], s_high }
+        let s1 = self.streams.ring(k, 8, n);
+        let (cw, ring) = self.key_units(k, n, &[4, 7, 9]);
+        let ([c1, c2, c3, c4], [high, s_high, s1_r]) = (take(cw), take(ring));
+        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: [c1, c2], high }, s, roots_s, cw_s: [c3, c4], s_high, s1, s1_r }
     }
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
@@ -1217,9 +1222,12 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             let (k3, k4) = super::fss::deal_trunc(ring, shift, wrap, &r, &times, Some(&sm));
             let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
             let s_high = arith::mul_cyclic(ring, &sm, &high);
+            let s1 = arith::add(ring, &p0.ring(key, 8, n), &p1.ring(key, 8, n));
+            let s1_r = arith::mul_cyclic(ring, &s1, &r);
             out.raw(&k1).raw(&k2).raw(&k3).raw(&k4)
                 .ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
                 .ring(&arith::sub(ring, &s_high, &p0.ring(key, 7, n)))
+                .ring(&arith::sub(ring, &s1_r, &p0.ring(key, 9, n)))
         }
         k => return Err(format!("unknown pool kind {k}")),
     })

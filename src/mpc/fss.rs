@@ -35,7 +35,13 @@
 //! and y·⌊u/2^k⌋ needs only u's truncation opening with y + s beside it
 //! (s the twin keys' mask): Newton's steps for 1/v and 1/√v take one round
 //! per product where a product and its truncation took two. The twins
-//! double those comparisons' and truncations' keys.
+//! double those comparisons' and truncations' keys. And since
+//! u = z − 2^(ℓ−1) − r with z opened, y1·u needs only y1 + s1 opened and
+//! s1·r dealt: y1·u + y2·⌊u/2^k⌋ (with y1 = 1 − y2 a bit, the MUX between u
+//! and its truncation: exp's shift by z) is one round, as is
+//! γ·⌊u/2^k⌋ for the server's γ (LayerNorm's last product: γ + s reveals
+//! nothing without s). Several truncations open together
+//! (`truncate_each`: z and its bits ⌊z/2^j⌋, all from −x/ln2).
 //!
 //! **Keys.** Both parties' keys share their correction words; each
 //! party's root seeds come from its own seed (as all its correlations do), so
@@ -245,6 +251,22 @@ impl SharesBackend {
         self.trunc_opened(&m, k, &z)
     }
 
+    /// Truncations of each (x, k) of `parts` with one opening.
+    pub(super) fn truncate_each_fss(&mut self, parts: &[(&Vec<u64>, u32)]) -> Vec<Vec<u64>> {
+        let masked: Vec<(DcfTrunc, Vec<u64>)> = parts.iter().map(|&(x, k)| self.trunc_masked(x, k)).collect();
+        let all = self.open(&masked.iter().flat_map(|(_, z)| z.iter().copied()).collect::<Vec<_>>());
+        let mut at = 0;
+        masked
+            .iter()
+            .zip(parts)
+            .map(|((m, z), &(_, k))| {
+                let out = self.trunc_opened(m, k, &all[at..at + z.len()]);
+                at += z.len();
+                out
+            })
+            .collect()
+    }
+
     /// An MSB and an independent truncation with one opening: one round.
     pub(super) fn msb_and_truncate_fss(&mut self, a: &[u64], t: &[u64], k: u32) -> (SharedBits, Vec<u64>) {
         let (mm, ya) = self.msb_masked(a);
@@ -288,7 +310,7 @@ impl SharesBackend {
         assert!(k > 0 && k < l && y.len() == n, "trunc_mul: {} × {n} by {k} bits", y.len());
         let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
         self.keys_for(key, n);
-        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high } = self.corr.dcf_trunc_mul(key, n);
+        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high, .. } = self.corr.dcf_trunc_mul(key, n);
         let zu = self.plus_public(u, &[1u64 << (l - 1)]);
         let both = self.open(&[arith::add(r, &zu, &m.r), arith::add(r, y, &s)].concat());
         let (z, yh) = both.split_at(n);
@@ -302,5 +324,35 @@ impl SharesBackend {
             })
             .collect();
         (t, yt)
+    }
+
+    /// y1·x + y2·⌊x / 2^k⌋ with one opening of x + 2^(ℓ−1) + r, y1 + s1
+    /// and y2 + s: y2·t as in [`Self::trunc_mul_fss`], and with
+    /// x = z − 2^(ℓ−1) − r (z opened), y1·x = ŷ1·x − s1·(z − 2^(ℓ−1)) + s1·r,
+    /// s1·r dealt.
+    pub(super) fn trunc_lincomb_fss(&mut self, y1: &[u64], y2: &[u64], x: &[u64], k: u32) -> Vec<u64> {
+        let (r, l, n) = (self.ring, self.ring.bits(), x.len());
+        assert!(k > 0 && k < l, "trunc_lincomb by {k} bits");
+        let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
+        self.keys_for(key, n);
+        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high, s1, s1_r } = self.corr.dcf_trunc_mul(key, n);
+        let half = 1u64 << (l - 1);
+        let zx = self.plus_public(x, &[half]);
+        let all = self.open(&[arith::add(r, &zx, &m.r), arith::add(r, y1, &s1), arith::add(r, y2, &s)].concat());
+        let (z, rest) = all.split_at(n);
+        let (y1h, y2h) = rest.split_at(n);
+        let t = self.trunc_opened(&m, k, z);
+        let st = self.trunc_keys(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
+        let server = self.is_server();
+        (0..n)
+            .map(|i| {
+                let sti = r.add(st[i], r.mul(s[i], trunc_public(r, k, z[i])));
+                let y2t = r.sub(r.mul(y2h[i], t[i]), sti);
+                let zc = r.sub(z[i], half);
+                let xi = if server { r.sub(zc, m.r[i]) } else { r.neg(m.r[i]) };
+                let s1x = r.sub(r.mul(s1[i], zc), s1_r[i]);
+                r.add(r.sub(r.mul(y1h[i], xi), s1x), y2t)
+            })
+            .collect()
     }
 }

@@ -142,6 +142,12 @@ impl<'a> Lengths<'a> {
     /// Building a schedule that moves `tail` of `n` rows to the end.
     /// `ring_free`: the bits came with ring shares (a comparison on DCF keys).
     fn build_schedule(&mut self, n: usize, tail: usize, ring_free: bool) {
+        self.build_schedule_moving(n, tail, ring_free, 0)
+    }
+
+    /// Building a schedule whose shuffle carries a payload of `width` (0:
+    /// none) beside the destinations.
+    fn build_schedule_moving(&mut self, n: usize, tail: usize, ring_free: bool, width: usize) {
         if !ring_free {
             self.exchange(bits(n)); // the group bits to the ring
         }
@@ -150,7 +156,7 @@ impl<'a> Lengths<'a> {
             let w = self.w();
             self.exchange((1 + 2 * n as u64) * w);
             if tail > 0 && tail < n {
-                self.perm_stages(n, 1);
+                self.perm_stages(n, 1 + width);
                 self.open(n);
             }
             return;
@@ -347,6 +353,30 @@ impl Backend for Lengths<'_> {
         self.exchange(3 * bits(n));
         n
     }
+    fn exact_truncation(&self) -> bool {
+        self.truncation == Truncation::Exact
+    }
+    fn truncate_each(&mut self, parts: &[(&usize, u32)]) -> Vec<usize> {
+        if self.suite.dcf() && self.truncation == Truncation::Exact && parts.iter().all(|&(u, k)| k > 0 && *u > 0) {
+            let (wrap, layer) = (self.suite.wrap_bits(self.ring), self.meter.scope().layer);
+            for &(u, k) in parts {
+                self.draw(PoolKey::dcf_trunc(k, wrap, layer), *u);
+            }
+            self.open(parts.iter().map(|(u, _)| **u).sum());
+            return parts.iter().map(|(u, _)| **u).collect();
+        }
+        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
+    }
+    fn trunc_lincomb(&mut self, _: &usize, _: &usize, u: &usize, k: u32) -> usize {
+        if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *u > 0 {
+            self.draw(PoolKey::dcf_trunc_mul(k, self.suite.wrap_bits(self.ring), self.meter.scope().layer), *u);
+            self.open(3 * *u);
+            return *u;
+        }
+        self.truncate(u, k);
+        self.mul(&(2 * *u), &(2 * *u));
+        *u
+    }
     fn msb_and_truncate(&mut self, a: &usize, t: &usize, k: u32) -> ((usize, bool), usize) {
         if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *a > 0 && *t > 0 {
             let layer = self.meter.scope().layer;
@@ -416,8 +446,13 @@ impl Backend for Lengths<'_> {
             }
         };
         self.meter.count(swap_compaction(n, n - kept, width));
-        self.build_schedule(n, n - kept, keep.1);
-        self.apply_schedule(n, n - kept, width);
+        if self.compaction == Compaction::Shuffle {
+            // The payload rides in the destinations' shuffle.
+            self.build_schedule_moving(n, n - kept, keep.1, width);
+        } else {
+            self.build_schedule(n, n - kept, keep.1);
+            self.apply_schedule(n, n - kept, width);
+        }
         kept * width
     }
     fn partition(&mut self, low: &(usize, bool), width: usize) -> (usize, usize) {

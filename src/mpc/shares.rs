@@ -956,6 +956,10 @@ impl Backend for SharesBackend {
         SharedBits::xor(self.msb_protocol(a))
     }
 
+    fn exact_truncation(&self) -> bool {
+        self.opts.truncation == Truncation::Exact
+    }
+
     fn msb_and_truncate(&mut self, a: &Vec<u64>, t: &Vec<u64>, k: u32) -> (SharedBits, Vec<u64>) {
         if self.fss_here() && self.opts.truncation == Truncation::Exact && k > 0 && !a.is_empty() && !t.is_empty() {
             self.counts(PrimitiveCounts { comparisons: a.len() as u64, truncations: t.len() as u64, ..Default::default() });
@@ -986,6 +990,27 @@ impl Backend for SharesBackend {
         (t, p)
     }
 
+    fn truncate_each(&mut self, parts: &[(&Vec<u64>, u32)]) -> Vec<Vec<u64>> {
+        if self.fss_here() && self.opts.truncation == Truncation::Exact && parts.iter().all(|&(u, k)| k > 0 && !u.is_empty()) {
+            let n: usize = parts.iter().map(|(u, _)| u.len()).sum();
+            self.counts(PrimitiveCounts { truncations: n as u64, ..Default::default() });
+            return self.truncate_each_fss(parts);
+        }
+        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
+    }
+
+    fn trunc_lincomb(&mut self, y1: &Vec<u64>, y2: &Vec<u64>, u: &Vec<u64>, k: u32) -> Vec<u64> {
+        let n = u.len();
+        assert!(y1.len() == n && y2.len() == n, "trunc_lincomb: {} and {} factors for {n}", y1.len(), y2.len());
+        if self.fss_here() && self.opts.truncation == Truncation::Exact && k > 0 && n > 0 {
+            self.counts(PrimitiveCounts { truncations: n as u64, ss_mults: 2 * n as u64, ..Default::default() });
+            return self.trunc_lincomb_fss(y1, y2, u, k);
+        }
+        let t = self.truncate(u, k);
+        let p = self.mul(&[y1.as_slice(), y2].concat(), &[u.as_slice(), &t].concat());
+        arith::add(self.ring, &p[..n], &p[n..])
+    }
+
     fn mux(&mut self, b: &SharedBits, if_one: &Vec<u64>, if_zero: &Vec<u64>) -> Vec<u64> {
         let b = &b.x;
         assert!(b.len() == if_one.len() && b.len() == if_zero.len(), "mux: lengths {} {} {}", b.len(), if_one.len(), if_zero.len());
@@ -1007,11 +1032,12 @@ impl Backend for SharesBackend {
     fn compact_rows(&mut self, x: &Vec<u64>, width: usize, keep: &SharedBits) -> Vec<u64> {
         assert_eq!(x.len(), keep.x.len() * width, "compact_rows: {} rows of {width}", keep.x.len());
         let drop = self.not(keep);
-        let sch = self.build_schedule(&drop);
+        let (sch, sorted) = self.build_schedule_moving(&drop, Some((x, width)));
         let (n, moved) = (sch.rows(), sch.tail());
         self.counts(swap_compaction(n, moved, width));
-        let sorted = self.apply_schedule(&sch, x, width, false);
-        sorted[..(n - moved) * width].to_vec()
+        let mut sorted = sorted.expect("the payload moved with the schedule");
+        sorted.truncate((n - moved) * width);
+        sorted
     }
 
     fn partition(&mut self, low: &SharedBits, width: usize) -> Schedule {

@@ -18,7 +18,10 @@
 //!   opened. The opened destinations are a uniformly random permutation,
 //!   so they show nothing but the group sizes. A payload is shuffled the
 //!   same way (one message per permutation, fresh masks) and routed in the
-//!   clear. O(n) elements per payload and a constant number of rounds.
+//!   clear; pruning's one payload rides in the destinations' own shuffle
+//!   (rows [destination | payload]). O(n) elements per payload and a
+//!   constant number of rounds: pruning's compaction takes four (the
+//!   product, two shuffle messages, the opening), a later payload two.
 //! - [`Compaction::Bitonic`] (BOLT's word elimination as the baseline):
 //!   a bitonic sorting network on keys (group bit · 2N + position) with a
 //!   secure comparison per compare-exchange: O(n log² n) comparisons and
@@ -91,13 +94,25 @@ impl SharesBackend {
     /// Build a schedule; its correlations are dealt online (their sizes
     /// follow revealed counts), see [`super::dealer`].
     pub(super) fn build_schedule(&mut self, tail: &SharedBits) -> Schedule {
-        let was = self.corr.set_dealt_online(true);
-        let s = self.build_schedule_inner(tail);
-        self.corr.set_dealt_online(was);
-        s
+        self.build_schedule_moving(tail, None).0
     }
 
-    fn build_schedule_inner(&mut self, tail: &SharedBits) -> Schedule {
+    /// [`Self::build_schedule`], moving one payload of rows of `width` with
+    /// it: the shuffle carries the payload beside the destinations, in the
+    /// same two messages, instead of two more after the route is opened.
+    pub(super) fn build_schedule_moving(&mut self, tail: &SharedBits, payload: Option<(&[u64], usize)>) -> (Schedule, Option<Vec<u64>>) {
+        let was = self.corr.set_dealt_online(true);
+        let (s, moved) = self.build_schedule_inner(tail, payload);
+        let moved = match (moved, payload) {
+            (Some(m), _) => Some(m),
+            (None, Some((x, width))) => Some(self.apply_schedule_inner(&s, x, width, false)),
+            (None, None) => None,
+        };
+        self.corr.set_dealt_online(was);
+        (s, moved)
+    }
+
+    fn build_schedule_inner(&mut self, tail: &SharedBits, payload: Option<(&[u64], usize)>) -> (Schedule, Option<Vec<u64>>) {
         let tail_bits = &tail.x;
         let n = tail_bits.len();
         // Bits from a comparison on DCF keys come with their ring shares.
@@ -109,8 +124,8 @@ impl SharesBackend {
         let sum = tail_ring.iter().fold(0u64, |s, &v| r.add(s, v));
         if self.opts.compaction == Compaction::Shuffle {
             // The group size is opened with the destinations' product.
-            let (m, plan) = self.build_shuffle(&tail_ring, sum);
-            return Schedule { rows: n, tail: m, plan };
+            let (m, plan, moved) = self.build_shuffle(&tail_ring, sum, payload);
+            return (Schedule { rows: n, tail: m, plan }, moved);
         }
         let m = self.open(&[sum])[0];
         let m = self.group_size(m, n);
@@ -123,7 +138,7 @@ impl SharesBackend {
                 Compaction::Shuffle => unreachable!("built above"),
             }
         };
-        Schedule { rows: n, tail: m, plan }
+        (Schedule { rows: n, tail: m, plan }, None)
     }
 
     /// The opened size of a group of `n` rows, checked.
@@ -204,8 +219,9 @@ impl SharesBackend {
     }
 
     /// The shuffle's plan and the tail's size m, opened in the round of the
-    /// destinations' product (the head's size n − m enters it shared).
-    fn build_shuffle(&mut self, tail_ring: &[u64], sum: u64) -> (usize, Plan) {
+    /// destinations' product (the head's size n − m enters it shared), and
+    /// the payload in the schedule's order if one rode along.
+    fn build_shuffle(&mut self, tail_ring: &[u64], sum: u64, payload: Option<(&[u64], usize)>) -> (usize, Plan, Option<Vec<u64>>) {
         let n = tail_ring.len();
         let r = self.ring;
         // Ranks within each group: prefix sums (local).
@@ -224,12 +240,19 @@ impl SharesBackend {
         let (shift, opened) = self.mul_opening(tail_ring, &z, &[sum]);
         let m = self.group_size(opened[0], n);
         if m == 0 || m == n {
-            return (m, Plan::Swaps { padded: n, steps: Vec::new() });
+            return (m, Plan::Swaps { padded: n, steps: Vec::new() }, payload.map(|(x, _)| x.to_vec()));
         }
         let dest = arith::add(r, &rank_head, &shift);
         let perms = [self.new_perm(n, Party::Server), self.new_perm(n, Party::Client)];
-        let shuffled = self.shuffle(&perms, &dest, 1, false);
-        let opened = self.open(&shuffled);
+        // Rows of [destination | payload], shuffled together.
+        let pw = payload.map_or(0, |(_, w)| w);
+        let rows: Vec<u64> = match payload {
+            None => dest,
+            Some((x, w)) => (0..n).flat_map(|i| std::iter::once(dest[i]).chain(x[i * w..(i + 1) * w].iter().copied())).collect(),
+        };
+        let shuffled = self.shuffle(&perms, &rows, 1 + pw, false);
+        let dests: Vec<u64> = shuffled.iter().step_by(1 + pw).copied().collect();
+        let opened = self.open(&dests);
         let mut seen = vec![false; n];
         let mut route = Vec::with_capacity(n);
         for &d in &opened {
@@ -241,7 +264,11 @@ impl SharesBackend {
             seen[d] = true;
             route.push(d);
         }
-        (m, Plan::Shuffle { perms, route })
+        let moved = payload.map(|_| {
+            let body: Vec<u64> = shuffled.chunks(1 + pw).flat_map(|c| c[1..].iter().copied()).collect();
+            arith::permute_rows(&body, pw, &arith::invert_perm(&route))
+        });
+        (m, Plan::Shuffle { perms, route }, moved)
     }
 
     fn new_perm(&mut self, n: usize, knower: Party) -> usize {

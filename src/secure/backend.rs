@@ -166,6 +166,15 @@ pub trait Backend {
     fn mul_weights(&mut self, a: &Self::Arith, w: &WeightVector) -> Self::Arith {
         self.mul_public(a, &w.values)
     }
+    /// The server's vector `w` repeated over `rows` rows as a secret value:
+    /// the server's share is `w`, the client's 0 (as for a constant; the
+    /// client's copy of the model has zeros there). A product with it can
+    /// then open it masked beside another opening ([`Backend::trunc_mul`])
+    /// instead of taking a round of its own.
+    fn weights_shared(&mut self, w: &WeightVector, rows: usize) -> Self::Arith {
+        let v: Vec<u64> = (0..rows).flat_map(|_| w.values.iter().copied()).collect();
+        self.constant(&v)
+    }
     /// `x · W` for x of `rows × w.in_dim`; not truncated. Counted as
     /// secret × public MACs (an HE or local protocol, cheap next to the
     /// non-linear layers).
@@ -196,6 +205,9 @@ pub trait Backend {
     }
     /// Truncation by `k` bits (the backend's exact or probabilistic mode).
     fn truncate(&mut self, a: &Self::Arith, k: u32) -> Self::Arith;
+    /// Whether [`Backend::truncate`] is exact (an arithmetic shift), so
+    /// that truncations of one value by different k agree with each other.
+    fn exact_truncation(&self) -> bool;
     /// Most significant bit of the signed view, i.e. `a < 0`: one secure
     /// comparison per element.
     fn msb(&mut self, a: &Self::Arith) -> Self::Bits;
@@ -221,6 +233,25 @@ pub trait Backend {
         let t = self.truncate(u, k);
         let p = self.mul(y, &t);
         (t, p)
+    }
+    /// `truncate(u, k)` for each (u, k) of `parts`: a protocol that opens
+    /// one masked value per truncation does them all in one round.
+    fn truncate_each(&mut self, parts: &[(&Self::Arith, u32)]) -> Vec<Self::Arith> {
+        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
+    }
+    /// `y1·u + y2·truncate(u, k)` (not truncated; with y2 = 1 − y1 a bit,
+    /// the MUX between u and its truncation): a protocol that opens y1 and
+    /// y2 masked beside u's truncation opening does it in one round, where
+    /// truncating and then multiplying take two.
+    fn trunc_lincomb(&mut self, y1: &Self::Arith, y2: &Self::Arith, u: &Self::Arith, k: u32) -> Self::Arith {
+        let n = self.len(u);
+        let t = self.truncate(u, k);
+        let ys = self.concat(&[y1, y2]);
+        let xs = self.concat(&[u, &t]);
+        let p = self.mul(&ys, &xs);
+        let a = self.gather(&p, &(0..n).collect::<Vec<_>>());
+        let c = self.gather(&p, &(n..2 * n).collect::<Vec<_>>());
+        self.add(&a, &c)
     }
     /// `b ? if_one : if_zero`, element-wise.
     fn mux(&mut self, b: &Self::Bits, if_one: &Self::Arith, if_zero: &Self::Arith) -> Self::Arith;

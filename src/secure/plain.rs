@@ -391,6 +391,10 @@ impl Backend for PlainBackend {
         }
     }
 
+    fn exact_truncation(&self) -> bool {
+        self.truncation == Truncation::Exact
+    }
+
     fn msb(&mut self, a: &Vec<u64>) -> Vec<bool> {
         self.counts(PrimitiveCounts { comparisons: a.len() as u64, ..Default::default() });
         let r = self.ring;
