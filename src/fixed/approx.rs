@@ -216,11 +216,13 @@ pub fn gelu_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith {
     let a = b.sub(&relu, &p);
     let cut_t = split_const(n, nh, lt_threshold(r, GELU_HIGH_CUT), lt_threshold(r, GELU_LOW_CUT));
     let d = b.sub_public(&a, &cut_t);
+    let inside = b.msb(&d); // |x| < cut
     // The polynomial only matters inside; clamping its argument keeps the
-    // discarded branch from overflowing narrow rings for large |x|. The
-    // clamp min(|x|, cut) = cut + d·[d < 0] comes with the comparison.
-    let (inside, dm) = b.msb_times(&d); // |x| < cut
-    let a = b.add_public(&dm, &cut_t);
+    // discarded branch from overflowing narrow rings for large |x|. (The
+    // clamp could ride with the comparison as d·[d < 0], but the twin key
+    // costs more compute than the round saves on a LAN.)
+    let cut_v = b.constant(&cut_t);
+    let a = b.mux(&inside, &a, &cut_v);
     let y2 = mul_rescale(b, &a, &a);
     let [al, alp, alq, rr, t] = gelu_high_factored();
     let [c0, c1, c2] = GELU_LOW_Q2;
@@ -284,20 +286,14 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
     let (clip_l, bits_l) = exp_clip(Degree::Low);
     let nx = b.neg(x);
     let z2 = b.mul_public(&nx, &[enc(r, INV_LN2)]);
-    // z = ⌊z2 / 2^2s⌋ (an integer, not scaled). With exact truncation,
-    // ⌊z / 2^j⌋ for z's low bits are truncations of z2 too, in the same
-    // round; a probabilistic one rounds each its own way, so there the
-    // shift finds z's bits by comparisons instead.
+    let z = b.truncate(&z2, 2 * s); // an integer, not scaled
+    // With exact truncation z's low bits come from ⌊z / 2^j⌋, truncations
+    // in the polynomial's round; a probabilistic truncation rounds each its
+    // own way, so there the shift finds z's bits by comparisons instead.
     let exact = b.exact_truncation();
     let widest = if nh > 0 { bits_h.max(bits_l) } else { bits_l };
     // Elements of the degrees that have bit j: high j < 4, low j < 3.
     let at = |j: u32| -> std::ops::Range<usize> { (if j < bits_h { 0 } else { nh })..(if j < bits_l { n } else { nh }) };
-    // ⌊z / 2^j⌋ where the degree has bit j (for b_j below), all from z2.
-    let js = if exact { widest } else { 1 };
-    let z2s: Vec<B::Arith> = (0..js).map(|j| part(b, &z2, at(j))).collect();
-    let parts: Vec<(&B::Arith, u32)> = z2s.iter().zip(0..).map(|(w, j)| (w, 2 * s + j)).collect();
-    let zs = b.truncate_each(&parts);
-    let z = zs[0].clone();
     let over = b.sub_public(&z, &split_const(n, nh, clip_h + 1, clip_l + 1));
     let zl = b.mul_public(&z, &[enc(r, LN2)]);
     let p = b.add(x, &zl);
@@ -329,7 +325,13 @@ pub fn exp_neg_split<B: Backend>(b: &mut B, x: &B::Arith, nh: usize) -> B::Arith
     // may also have) do not depend on the polynomial either.
     let below_top = b.sub_public(&z, &split_const(n, nh, 1 << (bits_h - 1), 1 << (bits_l - 1)));
     let both = b.concat(&[&over, &below_top]);
-    let (cmp, y) = b.msb_and_truncate(&both, &acc, s);
+    // ⌊z / 2^j⌋ where the degree has bit j (for b_j below), j ≥ 1.
+    let zj: Vec<B::Arith> = (1..widest).map(|j| part(b, &z, at(j))).collect();
+    let mut parts: Vec<(&B::Arith, u32)> = vec![(&acc, s)];
+    parts.extend(zj.iter().zip(1..).map(|(w, j)| (w, j)));
+    let (cmp, mut ts) = b.msb_and_truncate_each(&both, &parts);
+    let y = ts.remove(0);
+    let zs: Vec<B::Arith> = std::iter::once(z.clone()).chain(ts).collect();
     let cmp = b.b2a(&cmp);
     let e = e0(b, &y);
     let in_range = part(b, &cmp, 0..n);

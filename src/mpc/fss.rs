@@ -40,8 +40,8 @@
 //! s1·r dealt: y1·u + y2·⌊u/2^k⌋ (with y1 = 1 − y2 a bit, the MUX between u
 //! and its truncation: exp's shift by z) is one round, as is
 //! γ·⌊u/2^k⌋ for the server's γ (LayerNorm's last product: γ + s reveals
-//! nothing without s). Several truncations open together
-//! (`truncate_each`: z and its bits ⌊z/2^j⌋, all from −x/ln2).
+//! nothing without s). Several truncations open with one comparison
+//! (`msb_and_truncate_each`: exp's polynomial and z's bits ⌊z/2^j⌋).
 //!
 //! **Keys.** Both parties' keys share their correction words; each
 //! party's root seeds come from its own seed (as all its correlations do), so
@@ -251,29 +251,22 @@ impl SharesBackend {
         self.trunc_opened(&m, k, &z)
     }
 
-    /// Truncations of each (x, k) of `parts` with one opening.
-    pub(super) fn truncate_each_fss(&mut self, parts: &[(&Vec<u64>, u32)]) -> Vec<Vec<u64>> {
-        let masked: Vec<(DcfTrunc, Vec<u64>)> = parts.iter().map(|&(x, k)| self.trunc_masked(x, k)).collect();
-        let all = self.open(&masked.iter().flat_map(|(_, z)| z.iter().copied()).collect::<Vec<_>>());
-        let mut at = 0;
-        masked
+    /// An MSB and independent truncations with one opening: one round.
+    pub(super) fn msb_and_truncate_fss(&mut self, a: &[u64], parts: &[(&Vec<u64>, u32)]) -> (SharedBits, Vec<Vec<u64>>) {
+        let (mm, ya) = self.msb_masked(a);
+        let masked: Vec<(DcfTrunc, Vec<u64>)> = parts.iter().map(|&(t, k)| self.trunc_masked(t, k)).collect();
+        let all = self.open(&[ya, masked.iter().flat_map(|(_, z)| z.iter().copied()).collect()].concat());
+        let (y, mut rest) = all.split_at(a.len());
+        let ts = masked
             .iter()
             .zip(parts)
             .map(|((m, z), &(_, k))| {
-                let out = self.trunc_opened(m, k, &all[at..at + z.len()]);
-                at += z.len();
-                out
+                let (zt, tail) = rest.split_at(z.len());
+                rest = tail;
+                self.trunc_opened(m, k, zt)
             })
-            .collect()
-    }
-
-    /// An MSB and an independent truncation with one opening: one round.
-    pub(super) fn msb_and_truncate_fss(&mut self, a: &[u64], t: &[u64], k: u32) -> (SharedBits, Vec<u64>) {
-        let (mm, ya) = self.msb_masked(a);
-        let (mt, zt) = self.trunc_masked(t, k);
-        let both = self.open(&[ya, zt].concat());
-        let (y, z) = both.split_at(a.len());
-        (self.msb_opened(&mm, y), self.trunc_opened(&mt, k, z))
+            .collect();
+        (self.msb_opened(&mm, y), ts)
     }
 
     /// msb(x) and x·msb(x) with the MSB's one opening: with y = x + r

@@ -318,6 +318,12 @@ impl Backend for Lengths<'_> {
     fn bits_concat(&mut self, parts: &[&(usize, bool)]) -> (usize, bool) {
         (parts.iter().map(|p| p.0).sum(), parts.iter().all(|p| p.1))
     }
+    fn bits_gather(&mut self, b: &(usize, bool), idx: &[usize]) -> (usize, bool) {
+        (idx.len(), b.1)
+    }
+    fn ring_bits(&mut self, x: &usize) -> (usize, bool) {
+        (*x, true)
+    }
     fn mul(&mut self, a: &usize, _: &usize) -> usize {
         self.draw(PoolKey::of(pool::TRIPLE), *a);
         let w = self.w();
@@ -356,17 +362,6 @@ impl Backend for Lengths<'_> {
     fn exact_truncation(&self) -> bool {
         self.truncation == Truncation::Exact
     }
-    fn truncate_each(&mut self, parts: &[(&usize, u32)]) -> Vec<usize> {
-        if self.suite.dcf() && self.truncation == Truncation::Exact && parts.iter().all(|&(u, k)| k > 0 && *u > 0) {
-            let (wrap, layer) = (self.suite.wrap_bits(self.ring), self.meter.scope().layer);
-            for &(u, k) in parts {
-                self.draw(PoolKey::dcf_trunc(k, wrap, layer), *u);
-            }
-            self.open(parts.iter().map(|(u, _)| **u).sum());
-            return parts.iter().map(|(u, _)| **u).collect();
-        }
-        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
-    }
     fn trunc_lincomb(&mut self, _: &usize, _: &usize, u: &usize, k: u32) -> usize {
         if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *u > 0 {
             self.draw(PoolKey::dcf_trunc_mul(k, self.suite.wrap_bits(self.ring), self.meter.scope().layer), *u);
@@ -377,16 +372,18 @@ impl Backend for Lengths<'_> {
         self.mul(&(2 * *u), &(2 * *u));
         *u
     }
-    fn msb_and_truncate(&mut self, a: &usize, t: &usize, k: u32) -> ((usize, bool), usize) {
-        if self.suite.dcf() && self.truncation == Truncation::Exact && k > 0 && *a > 0 && *t > 0 {
+    fn msb_and_truncate_each(&mut self, a: &usize, parts: &[(&usize, u32)]) -> ((usize, bool), Vec<usize>) {
+        if self.suite.dcf() && self.truncation == Truncation::Exact && *a > 0 && parts.iter().all(|&(t, k)| k > 0 && *t > 0) {
             let layer = self.meter.scope().layer;
             self.draw(PoolKey::dcf_msb(layer), *a);
-            self.draw(PoolKey::dcf_trunc(k, self.suite.wrap_bits(self.ring), layer), *t);
-            self.open(*a + *t);
-            return ((*a, true), *t);
+            for &(t, k) in parts {
+                self.draw(PoolKey::dcf_trunc(k, self.suite.wrap_bits(self.ring), layer), *t);
+            }
+            self.open(*a + parts.iter().map(|(t, _)| **t).sum::<usize>());
+            return ((*a, true), parts.iter().map(|(t, _)| **t).collect());
         }
         let m = self.msb(a);
-        (m, self.truncate(t, k))
+        (m, parts.iter().map(|&(t, k)| self.truncate(t, k)).collect())
     }
     fn msb_times(&mut self, a: &usize) -> ((usize, bool), usize) {
         if self.suite.dcf() && *a > 0 {

@@ -884,6 +884,14 @@ impl Backend for SharesBackend {
         SharedBits { x, a }
     }
 
+    fn bits_gather(&mut self, b: &SharedBits, idx: &[usize]) -> SharedBits {
+        SharedBits { x: b.x.gather(idx), a: b.a.as_ref().map(|a| idx.iter().map(|&i| a[i]).collect()) }
+    }
+
+    fn ring_bits(&mut self, x: &Vec<u64>) -> SharedBits {
+        SharedBits { x: BitVec::plane(x, 0), a: Some(x.clone()) }
+    }
+
     fn mul(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
         assert_eq!(a.len(), b.len(), "mul: lengths differ");
         let n = a.len();
@@ -960,13 +968,14 @@ impl Backend for SharesBackend {
         self.opts.truncation == Truncation::Exact
     }
 
-    fn msb_and_truncate(&mut self, a: &Vec<u64>, t: &Vec<u64>, k: u32) -> (SharedBits, Vec<u64>) {
-        if self.fss_here() && self.opts.truncation == Truncation::Exact && k > 0 && !a.is_empty() && !t.is_empty() {
-            self.counts(PrimitiveCounts { comparisons: a.len() as u64, truncations: t.len() as u64, ..Default::default() });
-            return self.msb_and_truncate_fss(a, t, k);
+    fn msb_and_truncate_each(&mut self, a: &Vec<u64>, parts: &[(&Vec<u64>, u32)]) -> (SharedBits, Vec<Vec<u64>>) {
+        if self.fss_here() && self.opts.truncation == Truncation::Exact && !a.is_empty() && parts.iter().all(|&(t, k)| k > 0 && !t.is_empty()) {
+            let t: usize = parts.iter().map(|(t, _)| t.len()).sum();
+            self.counts(PrimitiveCounts { comparisons: a.len() as u64, truncations: t as u64, ..Default::default() });
+            return self.msb_and_truncate_fss(a, parts);
         }
         let m = self.msb(a);
-        (m, self.truncate(t, k))
+        (m, parts.iter().map(|&(t, k)| self.truncate(t, k)).collect())
     }
 
     fn msb_times(&mut self, a: &Vec<u64>) -> (SharedBits, Vec<u64>) {
@@ -988,15 +997,6 @@ impl Backend for SharesBackend {
         let t = self.truncate(u, k);
         let p = self.mul(y, &t);
         (t, p)
-    }
-
-    fn truncate_each(&mut self, parts: &[(&Vec<u64>, u32)]) -> Vec<Vec<u64>> {
-        if self.fss_here() && self.opts.truncation == Truncation::Exact && parts.iter().all(|&(u, k)| k > 0 && !u.is_empty()) {
-            let n: usize = parts.iter().map(|(u, _)| u.len()).sum();
-            self.counts(PrimitiveCounts { truncations: n as u64, ..Default::default() });
-            return self.truncate_each_fss(parts);
-        }
-        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
     }
 
     fn trunc_lincomb(&mut self, y1: &Vec<u64>, y2: &Vec<u64>, u: &Vec<u64>, k: u32) -> Vec<u64> {

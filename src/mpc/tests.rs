@@ -104,7 +104,9 @@ impl Prog for Primitives {
             outs.extend([t, yt]);
             outs.push(b.trunc_lincomb(&y, &x, &x, k));
         }
-        outs.extend(b.truncate_each(&[(&x, 1), (&y, r.frac()), (&x, r.bits() - 2)]));
+        let (m, ts) = b.msb_and_truncate_each(&y, &[(&x, 1), (&y, r.frac()), (&x, r.bits() - 2)]);
+        outs.push(b.b2a(&m));
+        outs.extend(ts);
         let n = b.len(&x);
         let m = n / 2;
         let a = b.gather(&x, &(0..2 * m).collect::<Vec<_>>());

@@ -189,6 +189,12 @@ pub trait Backend {
     fn not(&mut self, b: &Self::Bits) -> Self::Bits;
     fn bits_public(&mut self, v: &[bool]) -> Self::Bits;
     fn bits_concat(&mut self, parts: &[&Self::Bits]) -> Self::Bits;
+    /// `out[i] = b[idx[i]]` (local).
+    fn bits_gather(&mut self, b: &Self::Bits, idx: &[usize]) -> Self::Bits;
+    /// Ring values that are 0 or 1 (as [`Backend::b2a`] makes them) as
+    /// bits again: local on additive shares (their low bits are XOR shares
+    /// of the bit), and [`Backend::b2a`] of the result is free.
+    fn ring_bits(&mut self, x: &Self::Arith) -> Self::Bits;
 
     // ---- interactive --------------------------------------------------------
 
@@ -214,8 +220,15 @@ pub trait Backend {
     /// `msb(a)` and `truncate(t, k)` of two independent secrets: a protocol
     /// that opens a masked value for each does both in one round.
     fn msb_and_truncate(&mut self, a: &Self::Arith, t: &Self::Arith, k: u32) -> (Self::Bits, Self::Arith) {
+        let (m, mut ts) = self.msb_and_truncate_each(a, &[(t, k)]);
+        (m, ts.pop().expect("one truncation"))
+    }
+    /// `msb(a)` and `truncate(t, k)` for each (t, k) of `parts`, all
+    /// independent: one round in a protocol that opens a masked value for
+    /// each.
+    fn msb_and_truncate_each(&mut self, a: &Self::Arith, parts: &[(&Self::Arith, u32)]) -> (Self::Bits, Vec<Self::Arith>) {
         let m = self.msb(a);
-        (m, self.truncate(t, k))
+        (m, parts.iter().map(|&(t, k)| self.truncate(t, k)).collect())
     }
     /// `msb(a)` and `a·msb(a)` (the MUX of `a` and zero on its own sign,
     /// as in max, ReLU and |x|): a protocol whose comparison key can carry
@@ -233,11 +246,6 @@ pub trait Backend {
         let t = self.truncate(u, k);
         let p = self.mul(y, &t);
         (t, p)
-    }
-    /// `truncate(u, k)` for each (u, k) of `parts`: a protocol that opens
-    /// one masked value per truncation does them all in one round.
-    fn truncate_each(&mut self, parts: &[(&Self::Arith, u32)]) -> Vec<Self::Arith> {
-        parts.iter().map(|&(u, k)| self.truncate(u, k)).collect()
     }
     /// `y1·u + y2·truncate(u, k)` (not truncated; with y2 = 1 − y1 a bit,
     /// the MUX between u and its truncation): a protocol that opens y1 and

@@ -13,10 +13,11 @@
 //!    comparison (so n − 1 comparisons).
 //! 4. ctx = A·V, attention output dense, + X: computed for all n rows (they
 //!    are row-wise, so dropping rows first or after gives the same ring
-//!    values), then the kept rows are compacted together with their scores
-//!    (payload d + 1, CipherPrune's swap network; the order is preserved).
+//!    values), then the kept rows are compacted (the order is preserved).
 //! 5. reduced(i) ⟺ ΣA(i) < β_ring·H·n over the kept rows, then the
-//!    partition into high and low groups (sizes revealed).
+//!    partition into high and low groups (sizes revealed). Where the layer
+//!    prunes too, this comparison runs on all n rows in the pruning's
+//!    round and its bit moves with the kept rows (a payload column).
 //! 6. LayerNorm, FFN with GELU (LOW for this layer's reduced tokens), +
 //!    residual, LayerNorm.
 //!
@@ -440,43 +441,69 @@ pub fn forward_on<B: Backend>(
         let attn = b.linear(&ctx, n, &layer.attn_out);
         let z = b.add(&attn, &x);
 
-        // Pruning: compare, then compact rows [z | score] keeping order.
-        let n_scored = n;
-        let (z, score) = match thr.theta {
-            None => (z, score),
+        // Pruning: compare, then compact the rows of z keeping order. Where
+        // the layer reduces too, the reduction's comparison shares the
+        // pruning's round (on all n scores, β's bound at this n) and its bit
+        // rides through the compaction as a column [z | low].
+        let beta_bound = thr.beta.map(|beta| r.from_i128(threshold_bound(beta, h, n, thr.exponent)));
+        let (z, low) = match thr.theta {
+            None => (z, None),
             Some(theta) => {
                 b.set_scope(OpClass::Pruning, at);
                 b.note_elements(n);
                 let t = r.from_i128(threshold_bound(theta, h, n, thr.exponent));
                 let rest = b.gather(&score, &(1..n).collect::<Vec<_>>());
-                let keep_rest = b.ge_public(&rest, &[t]);
+                let rest_d = b.sub_public(&rest, &[t]);
+                let (keep_rest, low) = match beta_bound {
+                    None => (b.msb(&rest_d), None),
+                    Some(tb) => {
+                        let below = b.sub_public(&score, &[tb]);
+                        let both = b.concat(&[&rest_d, &below]);
+                        let m = b.msb(&both);
+                        let lo = b.bits_gather(&m, &(n - 1..2 * n - 1).collect::<Vec<_>>());
+                        (b.bits_gather(&m, &(0..n - 1).collect::<Vec<_>>()), Some(b.b2a(&lo)))
+                    }
+                };
+                let keep_rest = b.not(&keep_rest);
                 let cls = b.bits_public(&[true]);
                 let keep = b.bits_concat(&[&cls, &keep_rest]);
-                let both = b.concat(&[&z, &score]);
-                let rows: Vec<usize> =
-                    (0..n * (d + 1)).map(|i| if i % (d + 1) < d { rc(i / (d + 1), i % (d + 1), d) } else { n * d + i / (d + 1) }).collect();
-                let payload = b.gather(&both, &rows);
-                let packed = b.compact_rows(&payload, d + 1, &keep);
-                n = b.len(&packed) / (d + 1);
+                let w = d + usize::from(low.is_some());
+                let payload = match &low {
+                    None => z.clone(),
+                    Some(l) => {
+                        let all = b.concat(&[&z, l]);
+                        let rows: Vec<usize> = (0..n * w).map(|i| if i % w < d { rc(i / w, i % w, d) } else { n * d + i / w }).collect();
+                        b.gather(&all, &rows)
+                    }
+                };
+                let packed = b.compact_rows(&payload, w, &keep);
+                n = b.len(&packed) / w;
                 // Which positions were kept is known only to an analysing backend.
                 positions = match b.peek_bits(&keep) {
                     Some(bits) => positions.iter().zip(&bits).filter(|(_, &k)| k).map(|(&p, _)| p).collect(),
                     None => (0..n).collect(),
                 };
-                let zi: Vec<usize> = (0..n * d).map(|i| (i / d) * (d + 1) + i % d).collect();
-                let si: Vec<usize> = (0..n).map(|i| i * (d + 1) + d).collect();
-                (b.gather(&packed, &zi), b.gather(&packed, &si))
+                let low = low.map(|_| {
+                    let l = b.gather(&packed, &(0..n).map(|i| i * w + d).collect::<Vec<_>>());
+                    b.ring_bits(&l)
+                });
+                let z = if low.is_some() { b.gather(&packed, &(0..n * d).map(|i| (i / d) * w + i % d).collect::<Vec<_>>()) } else { packed };
+                (z, low)
             }
         };
         trace.kept_per_layer.push(positions.clone());
 
         // Reduction among the kept rows.
-        let part = thr.beta.map(|beta| {
+        let part = beta_bound.map(|t| {
             b.set_scope(OpClass::Reduction, at);
             b.note_elements(n);
-            let t = r.from_i128(threshold_bound(beta, h, n_scored, thr.exponent));
-            let below = b.sub_public(&score, &[t]);
-            let low = b.msb(&below);
+            let low = match low {
+                Some(l) => l,
+                None => {
+                    let below = b.sub_public(&score, &[t]);
+                    b.msb(&below)
+                }
+            };
             let bits = b.peek_bits(&low).unwrap_or_default();
             trace.reduced_per_layer.push(positions.iter().zip(&bits).filter(|(_, &lo)| lo).map(|(&p, _)| p).collect());
             b.partition(&low, d)

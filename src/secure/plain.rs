@@ -340,6 +340,15 @@ impl Backend for PlainBackend {
         parts.iter().flat_map(|p| p.iter().copied()).collect()
     }
 
+    fn bits_gather(&mut self, b: &Vec<bool>, idx: &[usize]) -> Vec<bool> {
+        idx.iter().map(|&i| b[i]).collect()
+    }
+
+    fn ring_bits(&mut self, x: &Vec<u64>) -> Vec<bool> {
+        assert!(x.iter().all(|&v| v <= 1), "ring_bits: a value that is not a bit");
+        x.iter().map(|&v| v == 1).collect()
+    }
+
     fn mul(&mut self, a: &Vec<u64>, b: &Vec<u64>) -> Vec<u64> {
         assert_eq!(a.len(), b.len(), "mul: lengths differ");
         self.counts(PrimitiveCounts { ss_mults: a.len() as u64, ..Default::default() });

@@ -236,11 +236,11 @@ fn pruned_runs_cost_less_and_counts_add_up() {
     assert!(tp.ss_mults < tf.ss_mults && tp.ss_macs < tf.ss_macs && tp.pub_macs < tf.pub_macs);
     assert!(tp.comparisons < tf.comparisons && tp.truncations < tf.truncations);
     // The pruning itself: n − 1 comparisons with θ ([CLS] needs none) and
-    // (n − kept)(n − 1) swaps of d + 1 wide rows.
+    // (n − kept)(n − 1) swaps of d wide rows (no reduction: no bit rides along).
     let pc = pruned.cost.get(OpClass::Pruning, Some(0));
     let swaps = (n - kept) * (n - 1);
     assert_eq!(pc.comparisons, (n - 1) + swaps);
-    assert_eq!(pc.muxes, 2 * swaps * (d as u64 + 1));
+    assert_eq!(pc.muxes, 2 * swaps * d as u64);
     assert_eq!(pc.reveals, 1);
     // Layer 1 runs on the kept tokens only.
     assert_eq!(pruned.cost.get(OpClass::Linear, Some(1)).pub_macs, kept * (4 * d * d + 2 * d * f) as u64);
