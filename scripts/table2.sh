@@ -3,8 +3,8 @@
 # STS-B, CoLA and RTE: the fine-tunes (scripts/glue-runs.sh), zero-shot
 # thresholds on each fine-tuned model (where the frontier lies before
 # training), one FLOPs-target pruning run per task
-# (configs/prune-TASK-target.yaml) and the combined table. SST-2's pruned run
-# comes from scripts/frontier.sh (the LengthDrop run at 0.45). One job at a
+# (configs/prune-TASK-target.yaml) and the combined table. SST-2's pruned runs
+# come from scripts/frontier.sh (the LengthDrop runs at 0.45 and 0.58). One job at a
 # time (2 cores). Idempotent: finished runs are skipped, interrupted ones
 # resume.
 # Usage: scripts/table2.sh [GLUE_DIR] [TASK...]   (default ../shared/glue, rte mrpc stsb cola)
@@ -16,7 +16,7 @@ tasks=("$@"); [[ $# -gt 0 ]] || tasks=(rte mrpc stsb cola)
 bin=${CIPHERPRUNE:-target/release/cipherprune}
 scripts/frontier.sh "$glue"          # builds the binary; SST-2's fine-tune and target-0.55 run
 mkdir -p runs/table2/zero-shot
-runs=(--run runs/glue/sst2-lengthdrop:runs/frontier/sweep-lengthdrop/target-0.45)
+runs=(--run runs/glue/sst2-lengthdrop:runs/frontier/sweep-lengthdrop/target-0.45 --run runs/glue/sst2-lengthdrop:runs/frontier/sweep-ld-dev/target-0.58)
 # prune OUT FLAGS...: a pruning run, skipped when finished, resumed when interrupted.
 prune() {
   local out=$1; shift
