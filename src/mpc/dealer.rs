@@ -64,8 +64,6 @@ pub mod kind {
     pub const FILL: u64 = 1;
     /// `[LINEAR, id, rows, in, out]`: C₁ of matrix `id`'s triple.
     pub const LINEAR: u64 = 2;
-    /// `[LINEAR_VEC, id, n, len]`: c₁ of vector `id`'s triple.
-    pub const LINEAR_VEC: u64 = 3;
     /// `[PERM_NEW, rows, knower]`.
     pub const PERM_NEW: u64 = 4;
     /// `[PERM_APPLY, handle, inverse, width]`.
@@ -100,7 +98,6 @@ pub mod pool {
 
 /// Stream tags beyond the pools.
 const TAG_LINEAR: u64 = 100;
-const TAG_LINEAR_VEC: u64 = 101;
 const TAG_PERM: u64 = 102;
 
 /// One pool: a kind and its parameters (shift + 1 for masked bits, 0 for
@@ -533,12 +530,12 @@ pub struct Correlations {
     streams: Streams,
     dealer: Option<Box<dyn Transport>>,
     pools: HashMap<PoolKey, Pool>,
-    /// Client: A·(W − B) + C₁ for rows_max, per (is vector, id).
-    prepared: HashMap<(bool, u32), Vec<u64>>,
-    /// Server: W − B already sent offline, per (is vector, id).
-    sent: HashSet<(bool, u32)>,
+    /// Client: A·(W − B) + C₁ for rows_max, per weight id.
+    prepared: HashMap<u32, Vec<u64>>,
+    /// Server: W − B already sent offline, per weight id.
+    sent: HashSet<u32>,
     /// Linear triples consumed (each is used once).
-    used: HashSet<(bool, u32)>,
+    used: HashSet<u32>,
     /// Permutations made so far: (rows, knower, σ when this party knows it).
     perms: Vec<(usize, Party, Option<Vec<usize>>)>,
     online: bool,
@@ -955,62 +952,50 @@ impl Correlations {
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
 
-    fn tag(vector: bool) -> u64 {
-        if vector {
-            TAG_LINEAR_VEC
-        } else {
-            TAG_LINEAR
-        }
-    }
-
-    /// Mark the triple of (vector?, id) used; each serves one product.
+    /// Mark the triple of weight `id` used; each serves one product.
     ///
     /// # Panics
     /// When it was used before in this session (a mask used twice would
     /// show the server the difference of two inputs).
-    pub fn use_linear(&mut self, vector: bool, id: u32) {
-        assert!(self.used.insert((vector, id)), "the triple of weight {id} used twice in one session");
+    pub fn use_linear(&mut self, id: u32) {
+        assert!(self.used.insert(id), "the triple of weight {id} used twice in one session");
     }
 
     /// Client: the first `len` elements of A (row-major, so a row prefix).
-    pub fn linear_a(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
-        self.streams.prefix(Self::tag(vector), id, 0, len)
+    pub fn linear_a(&self, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(TAG_LINEAR, id, 0, len)
     }
 
-    /// Server: B (laid out as W is: `out × in` for a matrix, `len` for a vector).
-    pub fn linear_b(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
-        self.streams.prefix(Self::tag(vector), id, 1, len)
+    /// Server: B (laid out as W is: `out × in`).
+    pub fn linear_b(&self, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(TAG_LINEAR, id, 1, len)
     }
 
     /// Server: the first `len` elements of C₀.
-    pub fn linear_c0(&self, vector: bool, id: u32, len: usize) -> Vec<u64> {
-        self.streams.prefix(Self::tag(vector), id, 2, len)
+    pub fn linear_c0(&self, id: u32, len: usize) -> Vec<u64> {
+        self.streams.prefix(TAG_LINEAR, id, 2, len)
     }
 
-    /// Client: C₁ = A·B − C₀ for `rows` rows of matrix `id` (or `rows`
-    /// elements of vector `id` of length `in_dim`, `out_dim` unused).
+    /// Client: C₁ = A·B − C₀ for `rows` rows of matrix `id`.
     ///
     /// # Errors
     /// When the dealer hangs up, stalls or replies garbage.
-    pub fn linear_c1(&mut self, vector: bool, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> Result<Vec<u64>, ChannelError> {
-        let (req, len) = Self::linear_request(vector, id, rows, in_dim, out_dim);
+    pub fn linear_c1(&mut self, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> Result<Vec<u64>, ChannelError> {
+        let (req, len) = Self::linear_request(id, rows, in_dim, out_dim);
         self.ask(&req, |rd| rd.ring(len))
     }
 
-    fn linear_request(vector: bool, id: u32, rows: usize, in_dim: usize, out_dim: usize) -> (Vec<u64>, usize) {
-        if vector {
-            (vec![kind::LINEAR_VEC, id as u64, rows as u64, in_dim as u64], rows)
-        } else {
-            (vec![kind::LINEAR, id as u64, rows as u64, in_dim as u64, out_dim as u64], rows * out_dim)
-        }
+    fn linear_request(id: u32, rows: usize, in_dim: usize, out_dim: usize) -> (Vec<u64>, usize) {
+        (vec![kind::LINEAR, id as u64, rows as u64, in_dim as u64, out_dim as u64], rows * out_dim)
     }
 
     /// Client, offline: C₁ of many triples in one round trip.
     ///
     /// # Errors
     /// As [`Correlations::linear_c1`].
-    pub fn linear_c1_many(&mut self, want: &[(bool, u32, usize, usize, usize)]) -> Result<Vec<Vec<u64>>, ChannelError> {
-        let (reqs, lens): (Vec<_>, Vec<_>) = want.iter().map(|&(v, id, r, i, o)| Self::linear_request(v, id, r, i, o)).unzip();
+    /// `want`: (id, rows, in, out) per matrix, as the offline plan lists them.
+    pub fn linear_c1_many(&mut self, want: &[(u32, usize, usize, usize)]) -> Result<Vec<Vec<u64>>, ChannelError> {
+        let (reqs, lens): (Vec<_>, Vec<_>) = want.iter().map(|&(id, r, i, o)| Self::linear_request(id, r, i, o)).unzip();
         let replies = self.ask_many(&reqs)?;
         let ring = self.ring;
         replies
@@ -1027,21 +1012,21 @@ impl Correlations {
     }
 
     /// Client: keep A·(W − B) + C₁ (rows_max rows) for the online phase.
-    pub fn set_prepared(&mut self, vector: bool, id: u32, share: Vec<u64>) {
-        self.prepared.insert((vector, id), share);
+    pub fn set_prepared(&mut self, id: u32, share: Vec<u64>) {
+        self.prepared.insert(id, share);
     }
 
-    pub fn prepared(&mut self, vector: bool, id: u32) -> Option<Vec<u64>> {
-        self.prepared.remove(&(vector, id))
+    pub fn prepared(&mut self, id: u32) -> Option<Vec<u64>> {
+        self.prepared.remove(&id)
     }
 
     /// Server: W − B of this weight went out offline.
-    pub fn set_sent(&mut self, vector: bool, id: u32) {
-        self.sent.insert((vector, id));
+    pub fn set_sent(&mut self, id: u32) {
+        self.sent.insert(id);
     }
 
-    pub fn was_sent(&self, vector: bool, id: u32) -> bool {
-        self.sent.contains(&(vector, id))
+    pub fn was_sent(&self, id: u32) -> bool {
+        self.sent.contains(&id)
     }
 
     // ---- permutations (dealt online: their sizes are revealed counts) ----
@@ -1280,16 +1265,6 @@ pub fn serve_dealer(ring: Ring, seeds: ([u8; 32], [u8; 32]), client: &mut dyn Tr
                 let c0 = p0.prefix(TAG_LINEAR, id, 2, rows * out_dim);
                 let ab = if rows == 0 { Vec::new() } else { arith::rows_dot(ring, &a, &bt, in_dim, out_dim) };
                 out.ring(&arith::sub(ring, &ab, &c0))
-            }
-            kind::LINEAR_VEC => {
-                let (id, n, len) = (arg(1)? as u32, arg(2)?, arg(3)?);
-                if len == 0 || n % len != 0 {
-                    return Err(garbage(format!("a vector of {len} applied to {n} values")));
-                }
-                let a = p1.prefix(TAG_LINEAR_VEC, id, 0, n);
-                let b = p0.prefix(TAG_LINEAR_VEC, id, 1, len);
-                let c0 = p0.prefix(TAG_LINEAR_VEC, id, 2, n);
-                out.ring(&arith::sub(ring, &arith::mul_cyclic(ring, &a, &b), &c0))
             }
             kind::PERM_NEW => {
                 let (n, knower) = (arg(1)?, arg(2)?);

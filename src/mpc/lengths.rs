@@ -16,7 +16,7 @@ use super::sort::Compaction;
 use crate::fixed::cost::swap_compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::prune::simulate::ExampleShape;
-use crate::secure::backend::{Backend, PublicMatrix, WeightVector};
+use crate::secure::backend::{Backend, PublicMatrix};
 use crate::secure::report::Meter;
 
 /// Where the revealed counts come from.
@@ -43,8 +43,6 @@ pub(super) struct Lengths<'a> {
     pub(super) pools: BTreeMap<PoolKey, usize>,
     /// Per weight matrix id: (most rows, in, out).
     pub(super) matrices: BTreeMap<u32, (usize, usize, usize)>,
-    /// Per weight vector id: (most elements, its length).
-    pub(super) vectors: BTreeMap<u32, (usize, usize)>,
 }
 
 fn bits(n: usize) -> u64 {
@@ -54,7 +52,7 @@ fn bits(n: usize) -> u64 {
 impl<'a> Lengths<'a> {
     pub(super) fn new(ring: Ring, proto: Protocol, counts: Counts<'a>) -> Self {
         let Protocol { truncation, compaction, suite } = proto;
-        Lengths { ring, truncation, compaction, suite, counts, meter: Meter::default(), cost: OnlineCost::default(), rounds_by: BTreeMap::new(), pools: BTreeMap::new(), matrices: BTreeMap::new(), vectors: BTreeMap::new() }
+        Lengths { ring, truncation, compaction, suite, counts, meter: Meter::default(), cost: OnlineCost::default(), rounds_by: BTreeMap::new(), pools: BTreeMap::new(), matrices: BTreeMap::new() }
     }
 
     fn w(&self) -> u64 {
@@ -284,13 +282,6 @@ impl Backend for Lengths<'_> {
         *a
     }
     fn mul_public(&mut self, a: &usize, _: &[u64]) -> usize {
-        *a
-    }
-    fn mul_weights(&mut self, a: &usize, v: &WeightVector) -> usize {
-        let e = self.vectors.entry(v.id).or_insert((0, v.values.len()));
-        e.0 = e.0.max(*a);
-        let w = self.w();
-        self.client_sends(*a as u64 * w);
         *a
     }
     fn matmul_public(&mut self, _: &usize, rows: usize, m: &PublicMatrix) -> usize {

@@ -36,7 +36,6 @@ pub fn offline_plan(model: &EngineModel, thresholds: &[LayerThresholds], truncat
     }
     OfflinePlan {
         matrices: high.matrices.iter().map(|(&id, &(rows, i, o))| (id, rows, i, o)).collect(),
-        vectors: high.vectors.iter().map(|(&id, &(n, len))| (id, n, len)).collect(),
         pools: pools.into_iter().collect(),
     }
 }

@@ -27,7 +27,7 @@ use super::dealer::{Correlations, Party, PoolKey};
 use super::sort::{Compaction, Schedule};
 use crate::fixed::cost::{swap_compaction, PrimitiveCounts};
 use crate::fixed::{Ring, Truncation};
-use crate::secure::backend::{Backend, PublicMatrix, WeightVector};
+use crate::secure::backend::{Backend, PublicMatrix};
 use crate::secure::report::{Meter, OpClass, Scope};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -145,23 +145,19 @@ pub(super) enum Leak {
     WeightsUnmasked,
 }
 
-/// One weight of the server's: a matrix (`in_dim × out_dim`) or a vector
-/// (`in_dim` values, applied cyclically; `out_dim` unused).
+/// One weight matrix of the server's (`in_dim × out_dim`).
 #[derive(Clone, Copy, Debug)]
 struct WeightRef {
-    vector: bool,
     id: u32,
     in_dim: usize,
     out_dim: usize,
 }
 
 /// What the offline phase prepares: the weights' triples (id, rows_max,
-/// in, out) and vectors' (id, n_max, len), and how many units of each pool
-/// (from [`super::plan`]).
+/// in, out) and how many units of each pool (from [`super::plan`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OfflinePlan {
     pub matrices: Vec<(u32, usize, usize, usize)>,
-    pub vectors: Vec<(u32, usize, usize)>,
     pub pools: Vec<(PoolKey, usize)>,
 }
 
@@ -195,7 +191,7 @@ impl SharesBackend {
     }
 
     /// The offline phase: everything that does not depend on the input.
-    /// The server sends W − B (and γ − b) of every weight in one message;
+    /// The server sends W − B of every weight matrix in one message;
     /// the client receives it, fetches the dealer's C₁ and the pools' corrections
     /// in one round trip and computes its shares A·(W − B) + C₁ for
     /// rows_max rows. `model` is the server's (the client's holds only
@@ -216,33 +212,20 @@ impl SharesBackend {
             for &(id, _, i, o) in &plan.matrices {
                 let w = model.matrix_by_id(id).unwrap_or_else(|| panic!("no weight matrix {id}"));
                 assert_eq!((w.in_dim, w.out_dim), (i, o), "matrix {id}");
-                msg = msg.ring(&self.weight_minus_b(false, id, &w.w_t.iter().map(|&v| r.reduce(v as u64)).collect::<Vec<_>>()));
-                self.corr.set_sent(false, id);
-            }
-            for &(id, _, len) in &plan.vectors {
-                let g = model.vector_by_id(id).unwrap_or_else(|| panic!("no weight vector {id}"));
-                assert_eq!(g.len(), len, "vector {id}");
-                msg = msg.ring(&self.weight_minus_b(true, id, g));
-                self.corr.set_sent(true, id);
+                msg = msg.ring(&self.weight_minus_b(id, &w.w_t.iter().map(|&v| r.reduce(v as u64)).collect::<Vec<_>>()));
+                self.corr.set_sent(id);
             }
             self.send_only(msg.finish());
         } else {
             let got = self.recv_only();
-            let wmb = self.parse(&got, |rd| {
-                let m = plan.matrices.iter().map(|&(_, _, i, o)| rd.ring(i * o)).collect::<Result<Vec<_>, _>>()?;
-                let v = plan.vectors.iter().map(|&(_, _, len)| rd.ring(len)).collect::<Result<Vec<_>, _>>()?;
-                Ok((m, v))
-            });
-            let mut want: Vec<(bool, u32, usize, usize, usize)> = plan.matrices.iter().map(|&(id, rows, i, o)| (false, id, rows, i, o)).collect();
-            want.extend(plan.vectors.iter().map(|&(id, n, len)| (true, id, n, len, 0)));
-            let c1 = self.corr.linear_c1_many(&want);
+            let wmbs = self.parse(&got, |rd| plan.matrices.iter().map(|&(_, _, i, o)| rd.ring(i * o)).collect::<Result<Vec<_>, _>>());
+            let c1 = self.corr.linear_c1_many(&plan.matrices);
             let c1 = self.ok(c1);
             let f = self.corr.prefill(&pools);
             self.ok(f);
-            let wmbs = wmb.0.into_iter().chain(wmb.1);
-            for ((&(vector, id, rows, i, o), c1), wmb) in want.iter().zip(c1).zip(wmbs) {
-                let share = self.client_linear_share(WeightRef { vector, id, in_dim: i, out_dim: o }, rows, &wmb, &c1);
-                self.corr.set_prepared(vector, id, share);
+            for ((&(id, rows, i, o), c1), wmb) in plan.matrices.iter().zip(c1).zip(wmbs) {
+                let share = self.client_linear_share(WeightRef { id, in_dim: i, out_dim: o }, rows, &wmb, &c1);
+                self.corr.set_prepared(id, share);
             }
         }
         let off = self.corr.offline_traffic();
@@ -287,27 +270,22 @@ impl SharesBackend {
     }
 
     /// Server: W − B for weight `id` (W in its wire layout).
-    fn weight_minus_b(&self, vector: bool, id: u32, w: &[u64]) -> Vec<u64> {
+    fn weight_minus_b(&self, id: u32, w: &[u64]) -> Vec<u64> {
         #[cfg(test)]
         if self.leak == Leak::WeightsUnmasked {
             return w.to_vec();
         }
-        let b = self.corr.linear_b(vector, id, w.len());
+        let b = self.corr.linear_b(id, w.len());
         arith::sub(self.ring, w, &b)
     }
 
-    /// Client: A·(W − B) + C₁ for `rows` rows (elements, for a vector).
+    /// Client: A·(W − B) + C₁ for `rows` rows.
     fn client_linear_share(&self, w: WeightRef, rows: usize, wmb: &[u64], c1: &[u64]) -> Vec<u64> {
         let r = self.ring;
-        let WeightRef { vector, id, in_dim: i, out_dim: o } = w;
-        if vector {
-            let a = self.corr.linear_a(true, id, rows);
-            arith::add(r, &arith::mul_cyclic(r, &a, wmb), c1)
-        } else {
-            let a = self.corr.linear_a(false, id, rows * i);
-            let ab = if rows == 0 { Vec::new() } else { arith::rows_dot(r, &a, wmb, i, o) };
-            arith::add(r, &ab, c1)
-        }
+        let WeightRef { id, in_dim: i, out_dim: o } = w;
+        let a = self.corr.linear_a(id, rows * i);
+        let ab = if rows == 0 { Vec::new() } else { arith::rows_dot(r, &a, wmb, i, o) };
+        arith::add(r, &ab, c1)
     }
 
 
@@ -665,33 +643,33 @@ impl SharesBackend {
             .collect()
     }
 
-    /// `x · W` (rows × in) with the server's W, or `x ⊙ γ` (`vector`, γ
-    /// cyclic) with the triple prepared offline: one message client →
+    /// `x · W` (rows × in) with the server's W, with the triple prepared
+    /// offline: one message client →
     /// server. Without the offline phase (primitive tests) the server's
     /// W − B travels in the same round, the other way.
     fn weight_product(&mut self, x: &[u64], rows: usize, w: WeightRef, w_wire: impl FnOnce() -> Vec<u64>, apply: impl FnOnce(&[u64]) -> Vec<u64>) -> Vec<u64> {
         let r = self.ring;
-        let WeightRef { vector, id, in_dim, out_dim } = w;
-        self.corr.use_linear(vector, id);
-        let (in_len, out_len) = if vector { (x.len(), x.len()) } else { (rows * in_dim, rows * out_dim) };
+        let WeightRef { id, in_dim, out_dim } = w;
+        self.corr.use_linear(id);
+        let (in_len, out_len) = (rows * in_dim, rows * out_dim);
         if self.is_server() {
-            let c0 = self.corr.linear_c0(vector, id, out_len);
-            let d = if self.corr.was_sent(vector, id) {
+            let c0 = self.corr.linear_c0(id, out_len);
+            let d = if self.corr.was_sent(id) {
                 self.recv_ring(in_len)
             } else {
-                let wmb = self.weight_minus_b(vector, id, &w_wire());
+                let wmb = self.weight_minus_b(id, &w_wire());
                 let got = self.exchange(MsgWriter::new(r).ring(&wmb).finish());
                 self.parse(&got, |rd| rd.ring(in_len))
             };
             arith::add(r, &apply(&arith::add(r, x, &d)), &c0)
         } else {
-            let a = self.corr.linear_a(vector, id, in_len);
+            let a = self.corr.linear_a(id, in_len);
             let msg = {
                 #[cfg(test)]
                 let a = if self.leak == Leak::ClientShareUnmasked { vec![0; a.len()] } else { a };
                 MsgWriter::new(r).ring(&arith::sub(r, x, &a)).finish()
             };
-            match self.corr.prepared(vector, id) {
+            match self.corr.prepared(id) {
                 Some(mut share) => {
                     self.send_only(msg);
                     assert!(share.len() >= out_len, "weight {id}: {out_len} outputs, {} prepared", share.len());
@@ -699,13 +677,12 @@ impl SharesBackend {
                     share
                 }
                 None => {
-                    let w_len = if vector { in_dim } else { in_dim * out_dim };
+                    let w_len = in_dim * out_dim;
                     let got = self.exchange(msg);
                     let wmb = self.parse(&got, |rd| rd.ring(w_len));
-                    let (n_rows, n_in) = if vector { (x.len(), in_dim) } else { (rows, in_dim) };
-                    let c1 = self.corr.linear_c1(vector, id, n_rows, n_in, out_dim);
+                    let c1 = self.corr.linear_c1(id, rows, in_dim, out_dim);
                     let c1 = self.ok(c1);
-                    self.client_linear_share(WeightRef { in_dim: n_in, ..w }, n_rows, &wmb, &c1)
+                    self.client_linear_share(w, rows, &wmb, &c1)
                 }
             }
         }
@@ -834,18 +811,10 @@ impl Backend for SharesBackend {
         arith::mul_cyclic(self.ring, a, c)
     }
 
-    fn mul_weights(&mut self, a: &Vec<u64>, w: &WeightVector) -> Vec<u64> {
-        let r = self.ring;
-        let g = w.values.clone();
-        let len = g.len();
-        let wr = WeightRef { vector: true, id: w.id, in_dim: len, out_dim: 0 };
-        self.weight_product(a, a.len(), wr, || g.iter().map(|&v| r.reduce(v)).collect(), |y| arith::mul_cyclic(r, y, &w.values))
-    }
-
     fn matmul_public(&mut self, x: &Vec<u64>, rows: usize, w: &PublicMatrix) -> Vec<u64> {
         self.counts(PrimitiveCounts { pub_macs: (rows * w.in_dim * w.out_dim) as u64, ..Default::default() });
         let r = self.ring;
-        let wr = WeightRef { vector: false, id: w.id, in_dim: w.in_dim, out_dim: w.out_dim };
+        let wr = WeightRef { id: w.id, in_dim: w.in_dim, out_dim: w.out_dim };
         self.weight_product(x, rows, wr, || w.w_t.iter().map(|&v| r.reduce(v as u64)).collect(), |y| arith::matmul_weights(r, y, rows, w))
     }
 

@@ -152,7 +152,7 @@ impl Prog for Approximations {
 fn approximations_match_the_engine_bit_for_bit() {
     let ring = Ring::BOLT;
     let m = model(ring);
-    // γ of the first LayerNorm of the model (id known to the dealer).
+    // γ of the first LayerNorm of the model (the server's: opened masked).
     let id = (0..100).find(|&i| m.vector_by_id(i).is_some()).expect("the model has a γ");
     let gamma = WeightVector { id, values: m.vector_by_id(id).unwrap().to_vec() };
     let w = gamma.values.len();
@@ -487,14 +487,13 @@ fn the_dealer_receives_requests_only() {
             match w[0] {
                 kind::FILL => assert!((pool::TRIPLE..=pool::DCF_TRUNC_MUL).contains(&(w[1] & !pool::ONLINE)) && w.len() == 6, "{w:?}"),
                 kind::LINEAR => assert!(ids.contains(&(w[1] as u32)) && w[2] as usize <= n && w.len() == 5, "{w:?}"),
-                kind::LINEAR_VEC => assert!(ids.contains(&(w[1] as u32)) && w.len() == 4, "{w:?}"),
                 kind::PERM_NEW | kind::PERM_APPLY => {}
                 kind::DONE => assert_eq!(w.len(), 1),
                 k => panic!("request kind {k}"),
             }
         }
         // One request per weight (offline), pool fills, and DONE; nothing else.
-        let weights = counts.get(&kind::LINEAR).copied().unwrap_or(0) + counts.get(&kind::LINEAR_VEC).copied().unwrap_or(0);
+        let weights = counts.get(&kind::LINEAR).copied().unwrap_or(0);
         assert_eq!(weights, ids.len(), "{counts:?}");
         assert_eq!(counts.get(&kind::DONE), Some(&1));
         let bytes: usize = v.dealer.iter().map(|f| f.len()).sum();

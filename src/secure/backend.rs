@@ -163,9 +163,6 @@ pub trait Backend {
     /// `a · w`, w a vector of the server's weights (cyclic); not truncated.
     /// Local where weights are public to the computation (the plain
     /// engine); one message in a two-party protocol.
-    fn mul_weights(&mut self, a: &Self::Arith, w: &WeightVector) -> Self::Arith {
-        self.mul_public(a, &w.values)
-    }
     /// The server's vector `w` repeated over `rows` rows as a secret value:
     /// the server's share is `w`, the client's 0 (as for a constant; the
     /// client's copy of the model has zeros there). A product with it can
