@@ -299,23 +299,7 @@ impl SharesBackend {
     /// s·t = s·P − s·⌊r / 2^k⌋ − s·B + 2^(ℓ−k)·s·W: the twin keys carry s
     /// in their payloads, the dealer shares s·⌊r / 2^k⌋.
     pub(super) fn trunc_mul_fss(&mut self, y: &[u64], u: &[u64], k: u32) -> (Vec<u64>, Vec<u64>) {
-        let (r, l, n) = (self.ring, self.ring.bits(), u.len());
-        assert!(k > 0 && k < l && y.len() == n, "trunc_mul: {} × {n} by {k} bits", y.len());
-        let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
-        self.keys_for(key, n);
-        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high, .. } = self.corr.dcf_trunc_mul(key, n);
-        let zu = self.plus_public(u, &[1u64 << (l - 1)]);
-        let both = self.open(&[arith::add(r, &zu, &m.r), arith::add(r, y, &s)].concat());
-        let (z, yh) = both.split_at(n);
-        let t = self.trunc_opened(&m, k, z);
-        // The twin keys give s·(2^(ℓ−k)W − B − ⌊r/2^k⌋); s·P is local.
-        let st = self.trunc_keys(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
-        let yt: Vec<u64> = (0..n)
-            .map(|i| {
-                let sti = r.add(st[i], r.mul(s[i], trunc_public(r, k, z[i])));
-                r.sub(r.mul(yh[i], t[i]), sti)
-            })
-            .collect();
+        let (t, yt, _) = self.trunc_times(None, y, u, k);
         (t, yt)
     }
 
@@ -324,28 +308,47 @@ impl SharesBackend {
     /// x = z − 2^(ℓ−1) − r (z opened), y1·x = ŷ1·x − s1·(z − 2^(ℓ−1)) + s1·r,
     /// s1·r dealt.
     pub(super) fn trunc_lincomb_fss(&mut self, y1: &[u64], y2: &[u64], x: &[u64], k: u32) -> Vec<u64> {
+        let (_, y2t, y1x) = self.trunc_times(Some(y1), y2, x, k);
+        let r = self.ring;
+        y1x.iter().zip(&y2t).map(|(&a, &b)| r.add(a, b)).collect()
+    }
+
+    /// The one opening of both: t = ⌊x / 2^k⌋, y2·t, and y1·x where y1 is
+    /// given (empty otherwise).
+    fn trunc_times(&mut self, y1: Option<&[u64]>, y2: &[u64], x: &[u64], k: u32) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
         let (r, l, n) = (self.ring, self.ring.bits(), x.len());
-        assert!(k > 0 && k < l, "trunc_lincomb by {k} bits");
+        assert!(k > 0 && k < l && y2.len() == n && y1.is_none_or(|y| y.len() == n), "{} × {n} by {k} bits", y2.len());
         let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
         self.keys_for(key, n);
         let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high, s1, s1_r } = self.corr.dcf_trunc_mul(key, n);
         let half = 1u64 << (l - 1);
         let zx = self.plus_public(x, &[half]);
-        let all = self.open(&[arith::add(r, &zx, &m.r), arith::add(r, y1, &s1), arith::add(r, y2, &s)].concat());
+        let mut masked = arith::add(r, &zx, &m.r);
+        if let Some(y1) = y1 {
+            masked.extend(arith::add(r, y1, &s1));
+        }
+        masked.extend(arith::add(r, y2, &s));
+        let all = self.open(&masked);
         let (z, rest) = all.split_at(n);
-        let (y1h, y2h) = rest.split_at(n);
+        let (y1h, y2h) = rest.split_at(rest.len() - n);
         let t = self.trunc_opened(&m, k, z);
+        // The twin keys give s·(2^(ℓ−k)W − B − ⌊r/2^k⌋); s·P is local.
         let st = self.trunc_keys(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
-        let server = self.is_server();
-        (0..n)
+        let y2t: Vec<u64> = (0..n)
             .map(|i| {
                 let sti = r.add(st[i], r.mul(s[i], trunc_public(r, k, z[i])));
-                let y2t = r.sub(r.mul(y2h[i], t[i]), sti);
+                r.sub(r.mul(y2h[i], t[i]), sti)
+            })
+            .collect();
+        let server = self.is_server();
+        let y1x: Vec<u64> = (0..y1h.len())
+            .map(|i| {
                 let zc = r.sub(z[i], half);
                 let xi = if server { r.sub(zc, m.r[i]) } else { r.neg(m.r[i]) };
                 let s1x = r.sub(r.mul(s1[i], zc), s1_r[i]);
-                r.add(r.sub(r.mul(y1h[i], xi), s1x), y2t)
+                r.sub(r.mul(y1h[i], xi), s1x)
             })
-            .collect()
+            .collect();
+        (t, y2t, y1x)
     }
 }

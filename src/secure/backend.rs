@@ -247,15 +247,12 @@ pub trait Backend {
     /// `y1·u + y2·truncate(u, k)` (not truncated; with y2 = 1 − y1 a bit,
     /// the MUX between u and its truncation): a protocol that opens y1 and
     /// y2 masked beside u's truncation opening does it in one round, where
-    /// truncating and then multiplying take two.
+    /// truncating and then multiplying take two (the protocol backends
+    /// override this; here it is the engine's arithmetic).
     fn trunc_lincomb(&mut self, y1: &Self::Arith, y2: &Self::Arith, u: &Self::Arith, k: u32) -> Self::Arith {
-        let n = self.len(u);
         let t = self.truncate(u, k);
-        let ys = self.concat(&[y1, y2]);
-        let xs = self.concat(&[u, &t]);
-        let p = self.mul(&ys, &xs);
-        let a = self.gather(&p, &(0..n).collect::<Vec<_>>());
-        let c = self.gather(&p, &(n..2 * n).collect::<Vec<_>>());
+        let a = self.mul(y1, u);
+        let c = self.mul(y2, &t);
         self.add(&a, &c)
     }
     /// `b ? if_one : if_zero`, element-wise.
