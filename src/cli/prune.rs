@@ -82,6 +82,10 @@ pub struct PruneArgs {
     /// Learning rate of the FLOPs target's multipliers.
     #[arg(long)]
     pub lagrange_lr: Option<f64>,
+    /// Share of the soft stage over which the FLOPs target falls from 1 to
+    /// --target-flops (0: the target from the first step).
+    #[arg(long, value_name = "SHARE")]
+    pub target_warmup: Option<f64>,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -145,6 +149,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if args.learn_exponent { cfg.learn_exponent = true; }
     if let Some(v) = args.target_flops { cfg.target_flops = Some(v); }
     if let Some(v) = args.lagrange_lr { cfg.lagrange_lr = v; }
+    if let Some(v) = args.target_warmup { cfg.target_warmup = v; }
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }

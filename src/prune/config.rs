@@ -53,6 +53,11 @@ pub struct PruneConfig {
     pub target_flops: Option<f64>,
     /// Learning rate of the multipliers of `target_flops` (gradient ascent).
     pub lagrange_lr: f64,
+    /// Share of the soft stage over which the target falls linearly from 1
+    /// (no pruning) to `target_flops` (CoFi's and ToP's sparsity warmup),
+    /// so the masks close while the weights follow. In [0, 1]; 0: the
+    /// target from the first step.
+    pub target_warmup: f64,
     /// Learn and apply pruning thresholds θ.
     pub prune: bool,
     /// Learn and apply reduction thresholds β (low-degree functions).
@@ -109,6 +114,7 @@ impl Default for PruneConfig {
             learn_exponent: false,
             target_flops: None,
             lagrange_lr: 5e-2,
+            target_warmup: 0.0,
             prune: true,
             reduce: true,
             warmup_ratio: 0.06,
@@ -156,6 +162,9 @@ impl PruneConfig {
             if !(t > 0.0 && t <= 1.0) {
                 return Err(Error::Config(format!("target_flops is {t}, not in (0, 1]")));
             }
+        }
+        if !(0.0..=1.0).contains(&self.target_warmup) {
+            return Err(Error::Config(format!("target_warmup is {}, not in [0, 1]", self.target_warmup)));
         }
         if !pos(self.lagrange_lr) {
             return bad("lagrange_lr must be a positive number");

@@ -46,6 +46,8 @@ struct PruneStage {
     /// The teacher's view of every training row, when `cfg.distill > 0`
     /// or `cfg.rank_distill > 0`.
     teacher: Option<std::sync::Arc<Teacher>>,
+    /// Share of this stage's steps done, for the target's warmup.
+    progress: f64,
 }
 
 /// What the unpruned teacher says about each training row, computed once:
@@ -124,12 +126,20 @@ impl PruneStage {
         Ok(dims.relative_flops_soft(&real, &entering, &kept)?.mean_all()?)
     }
 
+    /// The FLOPs target at this step: in the soft stage's warmup it falls
+    /// linearly from 1 to `target_flops`.
+    fn target(&self) -> Result<f64> {
+        let x = self.cfg.target_flops.ok_or_else(|| Error::Config("no FLOPs target".into()))?;
+        let w = self.cfg.target_warmup;
+        Ok(if self.soft && w > 0.0 { 1.0 - (1.0 - x) * (self.progress / w).min(1.0) } else { x })
+    }
+
     /// The Lagrangian of ToP for E[FLOPs] = target: λ₁·g + λ₂·g² with g =
     /// E[FLOPs] − target. The weights (and θ) descend on it, the
     /// multipliers ascend (their terms enter with the sign flipped and g
     /// detached, so its value adds nothing to the logged loss).
     fn lagrangian(&self, flops: &Tensor, extra: &mut Vec<(String, f64)>) -> Result<Tensor> {
-        let target = self.cfg.target_flops.expect("a FLOPs target");
+        let target = self.target()?;
         let g = (flops - target)?;
         let lam = self.thr.lagrange.as_tensor();
         let (l1, l2) = (lam.narrow(0, 0, 1)?.squeeze(0)?, lam.narrow(0, 1, 1)?.squeeze(0)?);
@@ -137,6 +147,7 @@ impl PruneStage {
         let gd = g.detach();
         let multiplier_side = ((l1.mul(&gd)? + l2.mul(&gd.sqr()?)?)? * -1.0)?;
         extra.push(("flops_soft".into(), flops.to_scalar::<f32>()? as f64));
+        extra.push(("flops_target".into(), target));
         extra.push(("lagrange_1".into(), l1.to_scalar::<f32>()? as f64));
         extra.push(("lagrange_2".into(), l2.to_scalar::<f32>()? as f64));
         Ok((model_side + multiplier_side)?)
@@ -144,6 +155,10 @@ impl PruneStage {
 }
 
 impl Stage for PruneStage {
+    fn begin_step(&mut self, step: usize, total: usize) {
+        self.progress = step as f64 / total.max(1) as f64;
+    }
+
     fn loss(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> Result<(Tensor, Vec<(String, f64)>)> {
         let plan = self.plan()?;
         let out = self.model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx { dropout: Some(rng), output_attentions: false })?;
@@ -319,7 +334,7 @@ fn load_stage(cfg: &PruneConfig, dir: &Path, task: Task, soft: bool, dev: &[Enco
     if saved.is_file() {
         thr.restore_from(&saved)?;
     }
-    Ok(PruneStage { loaded, model, thr, task, dev: dev.to_vec(), cfg: cfg.clone(), soft, teacher: None })
+    Ok(PruneStage { loaded, model, thr, task, dev: dev.to_vec(), cfg: cfg.clone(), soft, teacher: None, progress: 0.0 })
 }
 
 /// Cross-entropy against the teacher's softmax (classification) or squared

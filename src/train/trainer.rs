@@ -27,6 +27,10 @@ pub trait Stage {
     fn save(&self, dir: &Path) -> Result<()>;
     /// Restores trainable values saved by `save`.
     fn restore(&mut self, dir: &Path) -> Result<()>;
+    /// Called before each step's `loss` with the step and the stage's total
+    /// steps (pure in them, so a resumed run sees what an uninterrupted one
+    /// would).
+    fn begin_step(&mut self, _step: usize, _total: usize) {}
     /// Extra numbers to log at an evaluation point (e.g. per-layer thresholds).
     fn snapshot(&self) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)
@@ -127,6 +131,7 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
         while st.batch_in_epoch < batches.len() {
             let b = batch::collate(train, &batches[st.batch_in_epoch]);
             let mut rng = step_rng(spec.seed, st.global_step);
+            stage.begin_step(st.global_step, total);
             let (loss, extra) = stage.loss(&b, &mut rng)?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {

@@ -224,6 +224,27 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
 }
 
+/// With a warmup the target falls linearly from 1 over the first part of
+/// the soft stage, then holds; the hard stage holds it from its first step.
+#[test]
+fn a_flops_target_can_warm_up() {
+    let (dir, _, ft) = tiny_finetuned(24, 9);
+    let pr = dir.path().join("pr");
+    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--target-flops", "0.4", "--target-warmup", "0.5", "--log-every", "1"];
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
+    let targets = |file: &str| -> Vec<f64> {
+        std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "train").map(|v| v["flops_target"].as_f64().unwrap()).collect()
+    };
+    let soft = targets("soft/metrics.jsonl");
+    assert_eq!(soft.len(), 6, "{soft:?}");
+    // Steps 0..6 of 6, warmup over 3: 1 − 0.6·min(1, k/3).
+    for (k, t) in soft.iter().enumerate() {
+        let want = 1.0 - 0.6 * (k as f64 / 3.0).min(1.0);
+        assert!((t - want).abs() < 1e-9, "step {k}: target {t}, want {want} ({soft:?})");
+    }
+    assert!(targets("metrics.jsonl").iter().all(|&t| t == 0.4));
+}
+
 /// A FLOPs target instead of λ: the multiplier rises while the soft
 /// masks' expected FLOPs sit above the target and the masks come down; p
 /// learned per layer from 0. Bad values are refused before anything is
@@ -253,7 +274,7 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
     assert_eq!(sim["relative_flops"], summary["relative_flops"]);
 
-    for (flag, value, says) in [("--target-flops", "1.5", "target_flops is 1.5, not in (0, 1]"), ("--target-flops", "0", "target_flops is 0"), ("--score-exponent", "1.5", "score_exponent is 1.5, not in [0, 1]")] {
+    for (flag, value, says) in [("--target-flops", "1.5", "target_flops is 1.5, not in (0, 1]"), ("--target-flops", "0", "target_flops is 0"), ("--score-exponent", "1.5", "score_exponent is 1.5, not in [0, 1]"), ("--target-warmup", "1.5", "target_warmup is 1.5, not in [0, 1]")] {
         let out = d.join("refused");
         let e = cp(&["prune", "-q", flag, value], &[("--checkpoint", &ft), ("--out", &out)]);
         let msg = String::from_utf8_lossy(&e.stderr);
