@@ -13,6 +13,15 @@
 //! block 0 gives the left seed and control bit, block 1 the right ones,
 //! block 2 the two group elements.
 //!
+//! **Two lanes.** A key may carry two payloads β₀, β₁ for the same α
+//! (f(x) = (β₀, β₁)·[x < α], a DCF into the group Z_{2^w}², as in the
+//! paper's general output group): the two lanes share the tree's seeds and
+//! control bits, and only the group elements double. The generator then
+//! expands four blocks a level (blocks 2 and 3: both lanes' elements of the
+//! left and the right child), the evaluator still two (the taken side's
+//! seed and its value block), so a pair of keys with one α costs one walk.
+//! At the leaf, lane 0 reads the seed's high 64 bits and lane 1 bits 1–64.
+//!
 //! Generation and evaluation run level by level over batches of keys, so
 //! that AES calls pipeline and a batch's words stay in cache, and batches
 //! run on rayon's threads.
@@ -63,12 +72,12 @@ impl Default for Prg {
     }
 }
 
-/// One seed's expansion.
+/// One seed's expansion: v[side][lane].
 #[derive(Clone, Copy, Default)]
 struct Expanded {
     s: [u128; 2],
     t: [bool; 2],
-    v: [u64; 2],
+    v: [[u64; 2]; 2],
 }
 
 impl Prg {
@@ -77,87 +86,108 @@ impl Prg {
         self.aes.encrypt_blocks(blocks);
     }
 
-    /// G(s) of every seed, AES calls in one batch.
-    fn expand(&self, seeds: &[u128], out: &mut Vec<Expanded>) {
-        let mut blocks: Vec<aes::Block> = Vec::with_capacity(3 * seeds.len());
+    /// G(s) of every seed, AES calls in one batch: 2 + `lanes` blocks.
+    fn expand(&self, seeds: &[u128], lanes: usize, out: &mut Vec<Expanded>) {
+        let per = 2 + lanes;
+        let mut blocks: Vec<aes::Block> = Vec::with_capacity(per * seeds.len());
         for &s in seeds {
-            for i in 0..3u128 {
+            for i in 0..per as u128 {
                 blocks.push(GenericArray::from((s ^ i).to_le_bytes()));
             }
         }
         self.aes.encrypt_blocks(&mut blocks);
         out.clear();
-        out.extend(seeds.iter().zip(blocks.chunks_exact(3)).map(|(&s, b)| {
+        out.extend(seeds.iter().zip(blocks.chunks_exact(per)).map(|(&s, b)| {
             let word = |i: usize| u128::from_le_bytes(b[i].into()) ^ s ^ i as u128;
             let (l, r, v) = (word(0), word(1), word(2));
-            Expanded { s: [l & !1, r & !1], t: [l & 1 == 1, r & 1 == 1], v: [v as u64, (v >> 64) as u64] }
+            let halves = |w: u128| [w as u64, (w >> 64) as u64];
+            // One lane: block 2 holds the left and the right element; two:
+            // block 2 the left child's lanes, block 3 the right child's.
+            let v = if lanes == 1 { [[v as u64, 0], [(v >> 64) as u64, 0]] } else { [halves(v), halves(word(3))] };
+            Expanded { s: [l & !1, r & !1], t: [l & 1 == 1, r & 1 == 1], v }
         }));
     }
 }
 
-/// A seed as a group element (its high half: the low bit carries t).
-fn convert(g: Group, s: u128) -> u64 {
-    ((s >> 64) as u64) & g.mask
+/// A seed as lane `lane`'s group element (lane 0 its high half, lane 1
+/// bits 1–64: bit 0 carries t).
+fn convert(g: Group, s: u128, lane: usize) -> u64 {
+    ((s >> if lane == 0 { 64 } else { 1 }) as u64) & g.mask
 }
 
-/// The shape of a family of keys: input bits and output group.
+/// The shape of a family of keys: input bits, output group, payloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dcf {
     pub n: u32,
     pub group: Group,
+    /// Payloads per key for the same α: 1 or 2.
+    pub lanes: usize,
 }
 
 impl Dcf {
     pub fn new(n: u32, w: u32) -> Self {
         assert!((1..=64).contains(&n), "a {n}-bit DCF");
-        Dcf { n, group: Group::bits(w) }
+        Dcf { n, group: Group::bits(w), lanes: 1 }
+    }
+
+    /// Keys with two payloads for one α, evaluated in one walk.
+    pub fn twin(n: u32, w: u32) -> Self {
+        Dcf { lanes: 2, ..Dcf::new(n, w) }
+    }
+
+    /// Bytes of one level's correction word: seed, control bits, elements.
+    fn step(&self) -> usize {
+        17 + self.lanes * self.group.bytes()
     }
 
     /// Bytes of the correction words of one key (shared by both parties'
     /// keys; each party also holds its own 128-bit root seed).
     pub fn cw_bytes(&self) -> usize {
-        let g = self.group.bytes();
-        self.n as usize * (16 + 1 + g) + g
+        self.n as usize * self.step() + self.lanes * self.group.bytes()
     }
 
     /// The correction words of key pairs j for f_j(x) = β_j·[x < α_j], from
-    /// their two root seeds, appended to `out` key after key.
+    /// their two root seeds, appended to `out` key after key. `betas` holds
+    /// `lanes` payloads per key, key after key.
     pub fn gen(&self, prg: &Prg, alphas: &[u64], betas: &[u64], roots: &[[u128; 2]], out: &mut Vec<u8>) {
-        assert!(alphas.len() == betas.len() && alphas.len() == roots.len(), "dcf gen: lengths differ");
-        let (len, at) = (self.cw_bytes(), out.len());
+        assert!(alphas.len() * self.lanes == betas.len() && alphas.len() == roots.len(), "dcf gen: lengths differ");
+        let (len, at, q) = (self.cw_bytes(), out.len(), self.lanes);
         out.resize(at + len * alphas.len(), 0);
         out[at..]
             .par_chunks_mut(CHUNK * len)
-            .zip(alphas.par_chunks(CHUNK).zip(betas.par_chunks(CHUNK)).zip(roots.par_chunks(CHUNK)))
+            .zip(alphas.par_chunks(CHUNK).zip(betas.par_chunks(CHUNK * q)).zip(roots.par_chunks(CHUNK)))
             .for_each(|(o, ((a, b), r))| self.gen_chunk(prg, a, b, r, o));
     }
 
     /// Level by level over a few hundred keys, so that the AES calls
     /// pipeline and the correction words being written stay in cache.
     fn gen_chunk(&self, prg: &Prg, alphas: &[u64], betas: &[u64], roots: &[[u128; 2]], out: &mut [u8]) {
-        let (g, gb, len, m) = (self.group, self.group.bytes(), self.cw_bytes(), alphas.len());
+        let (g, gb, len, m, q, step) = (self.group, self.group.bytes(), self.cw_bytes(), alphas.len(), self.lanes, self.step());
         warm(out);
         let mut s: Vec<u128> = roots.iter().flat_map(|r| [r[0], r[1]]).collect();
         let mut t: Vec<bool> = (0..2 * m).map(|i| i % 2 == 1).collect();
-        let mut va = vec![0u64; m];
+        let mut va = vec![0u64; q * m];
         let mut e = Vec::with_capacity(2 * m);
         for (level, i) in (0..self.n).rev().enumerate() {
-            prg.expand(&s, &mut e);
+            prg.expand(&s, q, &mut e);
             for j in 0..m {
                 let (e0, e1) = (e[2 * j], e[2 * j + 1]);
                 let (t0, t1) = (t[2 * j], t[2 * j + 1]);
                 let a = (alphas[j] >> i) & 1 == 1;
                 let (keep, lose) = (a as usize, !a as usize);
                 let s_cw = e0.s[lose] ^ e1.s[lose];
-                let mut v_cw = g.sign(t1, g.sub(g.sub(e1.v[lose], e0.v[lose]), va[j]));
-                // β enters where the path turns right (the left side is lost).
-                v_cw = g.add(v_cw, g.sign(t1, betas[j]) & (a as u64).wrapping_neg());
-                va[j] = g.add(g.sub(va[j], e1.v[keep]), g.add(e0.v[keep], g.sign(t1, v_cw)));
                 let t_cw = [e0.t[0] ^ e1.t[0] ^ a ^ true, e0.t[1] ^ e1.t[1] ^ a];
-                let cw = &mut out[j * len + level * (17 + gb)..];
+                let cw = &mut out[j * len + level * step..];
                 cw[..16].copy_from_slice(&s_cw.to_le_bytes());
                 cw[16] = t_cw[0] as u8 | (t_cw[1] as u8) << 1;
-                cw[17..17 + gb].copy_from_slice(&v_cw.to_le_bytes()[..gb]);
+                for lane in 0..q {
+                    let va = &mut va[q * j + lane];
+                    let mut v_cw = g.sign(t1, g.sub(g.sub(e1.v[lose][lane], e0.v[lose][lane]), *va));
+                    // β enters where the path turns right (the left side is lost).
+                    v_cw = g.add(v_cw, g.sign(t1, betas[q * j + lane]) & (a as u64).wrapping_neg());
+                    *va = g.add(g.sub(*va, e1.v[keep][lane]), g.add(e0.v[keep][lane], g.sign(t1, v_cw)));
+                    cw[17 + lane * gb..17 + (lane + 1) * gb].copy_from_slice(&v_cw.to_le_bytes()[..gb]);
+                }
                 s[2 * j] = e0.s[keep] ^ (s_cw & (t0 as u128).wrapping_neg());
                 s[2 * j + 1] = e1.s[keep] ^ (s_cw & (t1 as u128).wrapping_neg());
                 t[2 * j] = e0.t[keep] ^ (t0 && t_cw[keep]);
@@ -165,13 +195,17 @@ impl Dcf {
             }
         }
         for j in 0..m {
-            let last = g.sign(t[2 * j + 1], g.sub(g.sub(convert(g, s[2 * j + 1]), convert(g, s[2 * j])), va[j]));
-            out[(j + 1) * len - gb..(j + 1) * len].copy_from_slice(&last.to_le_bytes()[..gb]);
+            for lane in 0..q {
+                let last = g.sign(t[2 * j + 1], g.sub(g.sub(convert(g, s[2 * j + 1], lane), convert(g, s[2 * j], lane)), va[q * j + lane]));
+                let at = (j + 1) * len - (q - lane) * gb;
+                out[at..at + gb].copy_from_slice(&last.to_le_bytes()[..gb]);
+            }
         }
     }
 
     /// Party `b`'s shares of f(x_j) for keys j: root seeds `roots[j]`,
-    /// correction words `cws[j·cw_bytes ..]`, public inputs `xs[j]`.
+    /// correction words `cws[j·cw_bytes ..]`, public inputs `xs[j]`;
+    /// `lanes` outputs per key, key after key.
     pub fn eval(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
         let len = self.cw_bytes();
         assert!(roots.len() == xs.len() && cws.len() == len * xs.len(), "dcf eval: {} roots, {} inputs, {} bytes", roots.len(), xs.len(), cws.len());
@@ -183,52 +217,69 @@ impl Dcf {
         parts.concat()
     }
 
-    /// Only the taken side's seed block and the value block are expanded:
-    /// two AES calls per level instead of the generator's three.
+    /// Only the taken side's seed block and its value block are expanded:
+    /// two AES calls per level, one lane or two.
     fn eval_chunk(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
-        let (g, gb, len, m) = (self.group, self.group.bytes(), self.cw_bytes(), xs.len());
+        let (g, gb, len, m, q, step) = (self.group, self.group.bytes(), self.cw_bytes(), xs.len(), self.lanes, self.step());
         let neg = party == 1;
-        let word = |bytes: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..bytes.len()].copy_from_slice(bytes);
-            u64::from_le_bytes(w)
-        };
         warm(cws);
         let mut s = roots.to_vec();
         let mut t = vec![neg; m];
-        let mut v = vec![0u64; m];
+        let mut v = vec![0u64; q * m];
         let mut blocks = vec![aes::Block::default(); 2 * m];
         for (level, i) in (0..self.n).rev().enumerate() {
             for j in 0..m {
                 let side = ((xs[j] >> i) & 1) as u128;
                 blocks[2 * j] = GenericArray::from((s[j] ^ side).to_le_bytes());
-                blocks[2 * j + 1] = GenericArray::from((s[j] ^ 2).to_le_bytes());
+                // One lane: block 2 holds both sides; two: block 2 + side.
+                let vblock = if q == 1 { 2 } else { 2 + side };
+                blocks[2 * j + 1] = GenericArray::from((s[j] ^ vblock).to_le_bytes());
             }
             prg.encrypt(&mut blocks);
             for j in 0..m {
                 let side = ((xs[j] >> i) & 1) as usize;
                 let w = u128::from_le_bytes(blocks[2 * j].into()) ^ s[j] ^ side as u128;
-                let vb = u128::from_le_bytes(blocks[2 * j + 1].into()) ^ s[j] ^ 2;
-                let cw = &cws[j * len + level * (17 + gb)..];
+                let vblock = if q == 1 { 2 } else { 2 + side as u128 };
+                let vb = u128::from_le_bytes(blocks[2 * j + 1].into()) ^ s[j] ^ vblock;
+                let cw = &cws[j * len + level * step..];
                 let tm = (t[j] as u128).wrapping_neg();
                 let s_cw = u128::from_le_bytes(cw[..16].try_into().expect("16 bytes"));
-                // Eight bytes where they exist: the bytes past the group's
-                // belong to the next word and fall out of the sum mod 2^w.
-                let v_cw = if cw.len() >= 25 { u64::from_le_bytes(cw[17..25].try_into().expect("8 bytes")) } else { word(&cw[17..17 + gb]) };
-                let add = g.add((vb >> (64 * side)) as u64, v_cw & tm as u64);
-                v[j] = g.add(v[j], g.sign(neg, add));
+                for lane in 0..q {
+                    let own = if q == 1 { (vb >> (64 * side)) as u64 } else { (vb >> (64 * lane)) as u64 };
+                    let add = g.add(own, element(cw, 17 + lane * gb, gb) & tm as u64);
+                    v[q * j + lane] = g.add(v[q * j + lane], g.sign(neg, add));
+                }
                 s[j] = (w & !1) ^ (s_cw & tm);
                 t[j] = (w & 1 == 1) ^ (t[j] && (cw[16] >> side) & 1 == 1);
             }
         }
         for j in 0..m {
-            let mut add = convert(g, s[j]);
-            if t[j] {
-                add = g.add(add, word(&cws[(j + 1) * len - gb..(j + 1) * len]));
+            for lane in 0..q {
+                let mut add = convert(g, s[j], lane);
+                if t[j] {
+                    let at = (j + 1) * len - (q - lane) * gb;
+                    add = g.add(add, word(&cws[at..at + gb]));
+                }
+                v[q * j + lane] = g.add(v[q * j + lane], g.sign(neg, add));
             }
-            v[j] = g.add(v[j], g.sign(neg, add));
         }
         v
+    }
+}
+
+/// A little-endian group element of up to 8 bytes.
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(w)
+}
+
+/// The `gb`-byte element at `at`, read as eight bytes where they exist:
+/// the bytes past it land above the group's bits, which the sums drop.
+fn element(bytes: &[u8], at: usize, gb: usize) -> u64 {
+    match bytes.get(at..at + 8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => word(&bytes[at..at + gb]),
     }
 }
 
@@ -257,18 +308,23 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn check(d: Dcf, alpha: u64, beta: u64, xs: &[u64], rng: &mut impl Rng) {
+    /// One key (random β per lane) on every x, both lanes checked.
+    fn check(d: Dcf, alpha: u64, rng: &mut impl Rng, xs: &[u64]) {
         let prg = Prg::default();
         let roots = [rng.gen::<u128>(), rng.gen::<u128>()];
+        let betas: Vec<u64> = (0..d.lanes).map(|_| rng.gen()).collect();
         let mut cw = Vec::new();
-        d.gen(&prg, &[alpha], &[beta], &[roots], &mut cw);
+        d.gen(&prg, &[alpha], &betas, &[roots], &mut cw);
         assert_eq!(cw.len(), d.cw_bytes());
         let cws: Vec<u8> = xs.iter().flat_map(|_| cw.iter().copied()).collect();
         let y0 = d.eval(&prg, 0, &vec![roots[0]; xs.len()], &cws, xs);
         let y1 = d.eval(&prg, 1, &vec![roots[1]; xs.len()], &cws, xs);
         for (j, &x) in xs.iter().enumerate() {
-            let want = if x < alpha { beta & d.group.mask } else { 0 };
-            assert_eq!(d.group.add(y0[j], y1[j]), want, "n {} α {alpha} β {beta} x {x}", d.n);
+            for (lane, beta) in betas.iter().enumerate() {
+                let want = if x < alpha { beta & d.group.mask } else { 0 };
+                let at = d.lanes * j + lane;
+                assert_eq!(d.group.add(y0[at], y1[at]), want, "n {} lanes {} α {alpha} β {beta} x {x}", d.n, d.lanes);
+            }
         }
     }
 
@@ -277,10 +333,11 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         for n in 1..=6u32 {
             for w in [1, 5, 37, 64] {
-                let d = Dcf::new(n, w);
-                let xs: Vec<u64> = (0..1 << n).collect();
-                for alpha in 0..1u64 << n {
-                    check(d, alpha, rng.gen(), &xs, &mut rng);
+                for d in [Dcf::new(n, w), Dcf::twin(n, w)] {
+                    let xs: Vec<u64> = (0..1 << n).collect();
+                    for alpha in 0..1u64 << n {
+                        check(d, alpha, &mut rng, &xs);
+                    }
                 }
             }
         }
@@ -290,13 +347,14 @@ mod tests {
     fn wide_domains_at_random_and_at_the_edges() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         for (n, w) in [(36, 1), (37, 37), (12, 37), (63, 64), (64, 64)] {
-            let d = Dcf::new(n, w);
             let top = if n == 64 { u64::MAX } else { (1 << n) - 1 };
-            for _ in 0..20 {
-                let alpha = rng.gen::<u64>() & top;
-                let mut xs: Vec<u64> = (0..40).map(|_| rng.gen::<u64>() & top).collect();
-                xs.extend([0, top, alpha, alpha.wrapping_sub(1) & top, alpha.wrapping_add(1) & top]);
-                check(d, alpha, rng.gen(), &xs, &mut rng);
+            for d in [Dcf::new(n, w), Dcf::twin(n, w)] {
+                for _ in 0..20 {
+                    let alpha = rng.gen::<u64>() & top;
+                    let mut xs: Vec<u64> = (0..40).map(|_| rng.gen::<u64>() & top).collect();
+                    xs.extend([0, top, alpha, alpha.wrapping_sub(1) & top, alpha.wrapping_add(1) & top]);
+                    check(d, alpha, &mut rng, &xs);
+                }
             }
         }
     }
@@ -311,7 +369,7 @@ mod tests {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         d.gen(&prg, &[0], &[1], &[[rng.gen(), rng.gen()]], &mut a);
         d.gen(&prg, &[(1 << 36) - 1], &[1], &[[rng.gen(), rng.gen()]], &mut b);
-        let step = 17 + d.group.bytes();
+        let step = d.step();
         let seeds = |k: &[u8]| -> Vec<u8> { k.chunks(step).filter(|c| c.len() == step).flat_map(|c| c[..16].to_vec()).collect() };
         let (sa, sb) = (seeds(&a), seeds(&b));
         let bits = 8 * (sa.len() + sb.len()) as i64;

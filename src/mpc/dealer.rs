@@ -165,27 +165,23 @@ impl PoolKey {
             }
             pool::MUX => (vec![Ring, Ring], 1),
             pool::AND_ARITH => (vec![Ring, Ring, Ring], 1),
-            pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring).cw_bytes()), Ring], 1),
+            pool::DCF_MSB => (vec![Bytes(super::fss::msb_dcf(ring, false).cw_bytes()), Ring], 1),
             pool::DCF_TRUNC => {
                 let (k, w) = (self.p[0] as u32, self.p[2] as u32);
                 if k == 0 || k >= ring.bits() || w == 0 || w > ring.bits() {
                     return None;
                 }
-                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w);
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w, false);
                 (vec![Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()), Ring], 1)
             }
-            pool::DCF_MSB_MUL => {
-                let m = Bytes(super::fss::msb_dcf(ring).cw_bytes());
-                (vec![m, m, Ring, Ring], 1)
-            }
+            pool::DCF_MSB_MUL => (vec![Bytes(super::fss::msb_dcf(ring, true).cw_bytes()), Ring, Ring], 1),
             pool::DCF_TRUNC_MUL => {
                 let (k, w) = (self.p[0] as u32, self.p[2] as u32);
                 if k == 0 || k >= ring.bits() || w == 0 || w > ring.bits() {
                     return None;
                 }
-                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w);
-                let (b1, b2) = (Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()));
-                (vec![b1, b2, b1, b2, Ring, Ring, Ring], 1)
+                let (d1, d2) = super::fss::trunc_dcfs(ring, k, w, true);
+                (vec![Bytes(d1.cw_bytes()), Bytes(d2.cw_bytes()), Ring, Ring, Ring], 1)
             }
             _ => return None,
         })
@@ -369,23 +365,20 @@ pub struct DcfTrunc {
     pub high: Vec<u64>,
 }
 
-/// A [`DcfMsb`] and a second key for r·(1 − 2ρ)·[r mod 2^(ℓ−1) > x] with
-/// r·ρ shared: x·msb(x) with the same opening ([`super::fss`]).
+/// A [`DcfMsb`] whose keys have a second lane, r·(1 − 2ρ)·[r mod 2^(ℓ−1) > x],
+/// and r·ρ shared: x·msb(x) with the same opening ([`super::fss`]).
 pub struct DcfMsbMul {
     pub msb: DcfMsb,
-    pub roots_r: Vec<u128>,
-    pub cw_r: Vec<u8>,
     pub r_rho: Vec<u64>,
 }
 
-/// A [`DcfTrunc`], a second random s (the other factor's mask), keys for
-/// 2^(ℓ−k)·s·[r > z] and −s·[r mod 2^k > z mod 2^k], and s·⌊r / 2^k⌋
-/// shared: y·⌊u / 2^k⌋ with the truncation's opening ([`super::fss`]).
+/// A [`DcfTrunc`] and a second random s (the other factor's mask), the
+/// keys' second lanes 2^(ℓ−k)·s·[r > z] and −s·[r mod 2^k > z mod 2^k],
+/// and s·⌊r / 2^k⌋ shared: y·⌊u / 2^k⌋ with the truncation's opening
+/// ([`super::fss`]).
 pub struct DcfTruncMul {
     pub trunc: DcfTrunc,
     pub s: Vec<u64>,
-    pub roots_s: [Vec<u128>; 2],
-    pub cw_s: [Vec<u8>; 2],
     pub s_high: Vec<u64>,
     /// A third mask s1 (of [`super::fss`]'s y1 in `trunc_lincomb`) and
     /// s1·r shared.
@@ -934,20 +927,19 @@ impl Correlations {
 
     pub fn dcf_msb_mul(&mut self, k: PoolKey, n: usize) -> DcfMsbMul {
         let r = self.streams.ring(k, 0, n);
-        let (roots, roots_r) = (self.streams.seeds(k, 2, n), self.streams.seeds(k, 4, n));
+        let roots = self.streams.seeds(k, 2, n);
         let (cw, ring) = self.key_units(k, n, &[1, 3]);
-        let ([cw, cw_r], [rho, r_rho]) = (take(cw), take(ring));
-        DcfMsbMul { msb: DcfMsb { r, rho, roots, cw }, roots_r, cw_r, r_rho }
+        let ([cw], [rho, r_rho]) = (take(cw), take(ring));
+        DcfMsbMul { msb: DcfMsb { r, rho, roots, cw }, r_rho }
     }
 
     pub fn dcf_trunc_mul(&mut self, k: PoolKey, n: usize) -> DcfTruncMul {
         let (r, s) = (self.streams.ring(k, 0, n), self.streams.ring(k, 1, n));
         let roots = [self.streams.seeds(k, 2, n), self.streams.seeds(k, 3, n)];
-        let roots_s = [self.streams.seeds(k, 5, n), self.streams.seeds(k, 6, n)];
         let s1 = self.streams.ring(k, 8, n);
         let (cw, ring) = self.key_units(k, n, &[4, 7, 9]);
-        let ([c1, c2, c3, c4], [high, s_high, s1_r]) = (take(cw), take(ring));
-        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: [c1, c2], high }, s, roots_s, cw_s: [c3, c4], s_high, s1, s1_r }
+        let ([c1, c2], [high, s_high, s1_r]) = (take(cw), take(ring));
+        DcfTruncMul { trunc: DcfTrunc { wrap: k.p[2] as u32, r, roots, cw: [c1, c2], high }, s, s_high, s1, s1_r }
     }
 
     // ---- linear layers: matrix Beaver triples with the server's W − B ----
@@ -1171,7 +1163,7 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
         pool::DCF_MSB => {
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let rho0 = p0.ring(key, 1, n);
-            let keys = super::fss::deal_msb(ring, &r, &p0.seeds(key, 2, n), &p1.seeds(key, 2, n));
+            let keys = super::fss::deal_msb(ring, &r, false, &p0.seeds(key, 2, n), &p1.seeds(key, 2, n));
             let rho: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - 1)).collect();
             out.raw(&keys).ring(&arith::sub(ring, &rho, &rho0))
         }
@@ -1189,10 +1181,10 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
         pool::DCF_MSB_MUL => {
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let (rho0, r_rho0) = (p0.ring(key, 1, n), p0.ring(key, 3, n));
-            let (k1, k2) = super::fss::deal_msb_mul(ring, &r, [(&p0.seeds(key, 2, n), &p1.seeds(key, 2, n)), (&p0.seeds(key, 4, n), &p1.seeds(key, 4, n))]);
+            let keys = super::fss::deal_msb(ring, &r, true, &p0.seeds(key, 2, n), &p1.seeds(key, 2, n));
             let rho: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - 1)).collect();
             let r_rho = arith::mul_cyclic(ring, &r, &rho);
-            out.raw(&k1).raw(&k2).ring(&arith::sub(ring, &rho, &rho0)).ring(&arith::sub(ring, &r_rho, &r_rho0))
+            out.raw(&keys).ring(&arith::sub(ring, &rho, &rho0)).ring(&arith::sub(ring, &r_rho, &r_rho0))
         }
         pool::DCF_TRUNC_MUL => {
             let (shift, wrap) = (key.p[0] as u32, key.p[2] as u32);
@@ -1201,15 +1193,13 @@ fn fill(ring: Ring, key: PoolKey, count: usize, p0: &mut Streams, p1: &mut Strea
             }
             let r = arith::add(ring, &p0.ring(key, 0, n), &p1.ring(key, 0, n));
             let sm = arith::add(ring, &p0.ring(key, 1, n), &p1.ring(key, 1, n));
-            let mut roots = |c: u64| (p0.seeds(key, c, n), p1.seeds(key, c, n));
-            let (plain, times) = ([roots(2), roots(3)], [roots(5), roots(6)]);
-            let (k1, k2) = super::fss::deal_trunc(ring, shift, wrap, &r, &plain, None);
-            let (k3, k4) = super::fss::deal_trunc(ring, shift, wrap, &r, &times, Some(&sm));
+            let roots = [(p0.seeds(key, 2, n), p1.seeds(key, 2, n)), (p0.seeds(key, 3, n), p1.seeds(key, 3, n))];
+            let (k1, k2) = super::fss::deal_trunc(ring, shift, wrap, &r, &roots, Some(&sm));
             let high: Vec<u64> = r.iter().map(|&v| v >> shift).collect();
             let s_high = arith::mul_cyclic(ring, &sm, &high);
             let s1 = arith::add(ring, &p0.ring(key, 8, n), &p1.ring(key, 8, n));
             let s1_r = arith::mul_cyclic(ring, &s1, &r);
-            out.raw(&k1).raw(&k2).raw(&k3).raw(&k4)
+            out.raw(&k1).raw(&k2)
                 .ring(&arith::sub(ring, &high, &p0.ring(key, 4, n)))
                 .ring(&arith::sub(ring, &s_high, &p0.ring(key, 7, n)))
                 .ring(&arith::sub(ring, &s1_r, &p0.ring(key, 9, n)))

@@ -34,8 +34,8 @@
 //! x·msb(x) (the MUX of max, ReLU and |x|) needs only the MSB's opening,
 //! and y·⌊u/2^k⌋ needs only u's truncation opening with y + s beside it
 //! (s the twin keys' mask): Newton's steps for 1/v and 1/√v take one round
-//! per product where a product and its truncation took two. The twins
-//! double those comparisons' and truncations' keys. And since
+//! per product where a product and its truncation took two. The twin is
+//! the key's second lane ([`Dcf::twin`]): one tree walk gives both. And since
 //! u = z − 2^(ℓ−1) − r with z opened, y1·u needs only y1 + s1 opened and
 //! s1·r dealt: y1·u + y2·⌊u/2^k⌋ (with y1 = 1 − y2 a bit, the MUX between u
 //! and its truncation: exp's shift by z) is one round, as is
@@ -61,37 +61,35 @@ use super::dealer::{DcfMsb, DcfMsbMul, DcfTrunc, DcfTruncMul, PoolKey};
 use super::shares::{SharedBits, SharesBackend};
 use crate::fixed::Ring;
 
-/// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}.
-pub fn msb_dcf(r: Ring) -> Dcf {
-    Dcf::new(r.bits() - 1, r.bits())
+/// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}; with
+/// `twin`, a second lane.
+pub fn msb_dcf(r: Ring, twin: bool) -> Dcf {
+    let d = Dcf::new(r.bits() - 1, r.bits());
+    if twin { Dcf::twin(d.n, r.bits()) } else { d }
 }
 
 /// Truncation by k: (the wrap on the top `w` bits, the k-bit borrow),
-/// outputs in Z_{2^ℓ}.
-pub fn trunc_dcfs(r: Ring, k: u32, w: u32) -> (Dcf, Dcf) {
-    (Dcf::new(w, r.bits()), Dcf::new(k, r.bits()))
+/// outputs in Z_{2^ℓ}; with `twin`, each with a second lane.
+pub fn trunc_dcfs(r: Ring, k: u32, w: u32, twin: bool) -> (Dcf, Dcf) {
+    let make = if twin { Dcf::twin } else { Dcf::new };
+    (make(w, r.bits()), make(k, r.bits()))
 }
 
-/// The dealer: correction words of MSB keys for masks `r`.
-pub(super) fn deal_msb(ring: Ring, r: &[u64], s0: &[u128], s1: &[u128]) -> Vec<u8> {
-    msb_keys(ring, r, |_, beta| beta, s0, s1)
-}
-
-/// The dealer: MSB keys and their twins whose payload is r·β (the mask
-/// times the first key's), for x·msb(x) in the MSB's round.
-pub(super) fn deal_msb_mul(ring: Ring, r: &[u64], roots: [(&[u128], &[u128]); 2]) -> (Vec<u8>, Vec<u8>) {
-    let k1 = msb_keys(ring, r, |_, beta| beta, roots[0].0, roots[0].1);
-    let k2 = msb_keys(ring, r, |rv, beta| ring.mul(rv, beta), roots[1].0, roots[1].1);
-    (k1, k2)
-}
-
-/// MSB keys for masks `r` with payload `beta(r, 1 − 2ρ)`.
-fn msb_keys(ring: Ring, r: &[u64], beta: impl Fn(u64, u64) -> u64, s0: &[u128], s1: &[u128]) -> Vec<u8> {
-    let d = msb_dcf(ring);
+/// The dealer: correction words of MSB keys for masks `r`; with `twin`,
+/// a second lane with payload r·β (the mask times the first lane's), for
+/// x·msb(x) in the MSB's round.
+pub(super) fn deal_msb(ring: Ring, r: &[u64], twin: bool, s0: &[u128], s1: &[u128]) -> Vec<u8> {
+    let d = msb_dcf(ring, twin);
     let low = (1u64 << (ring.bits() - 1)) - 1;
     let alphas: Vec<u64> = r.iter().map(|&v| v & low).collect();
     // β = 1 − 2ρ: +1 or −1 by the mask's top bit.
-    let betas: Vec<u64> = r.iter().map(|&v| beta(v, if v >> (ring.bits() - 1) == 1 { ring.neg(1) } else { 1 })).collect();
+    let betas: Vec<u64> = r
+        .iter()
+        .flat_map(|&v| {
+            let beta = if v >> (ring.bits() - 1) == 1 { ring.neg(1) } else { 1 };
+            std::iter::once(beta).chain(twin.then(|| ring.mul(v, beta)))
+        })
+        .collect();
     let roots: Vec<[u128; 2]> = s0.iter().zip(s1).map(|(&a, &b)| [a, b]).collect();
     let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
     d.gen(&Prg::default(), &alphas, &betas, &roots, &mut out);
@@ -99,17 +97,18 @@ fn msb_keys(ring: Ring, r: &[u64], beta: impl Fn(u64, u64) -> u64, s0: &[u128], 
 }
 
 /// The dealer: correction words of truncation keys for masks `r`, roots
-/// per DCF as (server's, client's); with `times`, each key's payload is
-/// multiplied by that element (the other factor's mask s).
+/// per DCF as (server's, client's); with `times`, each key has a second
+/// lane whose payload is the first's times that element (the other
+/// factor's mask s).
 pub(super) fn deal_trunc(ring: Ring, k: u32, w: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2], times: Option<&[u64]>) -> (Vec<u8>, Vec<u8>) {
-    let (d1, d2) = trunc_dcfs(ring, k, w);
+    let (d1, d2) = trunc_dcfs(ring, k, w, times.is_some());
     let top: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - w)).collect();
     let prg = Prg::default();
     let pair = |(a, b): &(Vec<u128>, Vec<u128>)| -> Vec<[u128; 2]> { a.iter().zip(b).map(|(&x, &y)| [x, y]).collect() };
     let lo: Vec<u64> = r.iter().map(|&v| v & ((1 << k) - 1)).collect();
     let scaled = |c: u64| -> Vec<u64> {
         match times {
-            Some(s) => s.iter().map(|&v| ring.mul(v, c)).collect(),
+            Some(s) => s.iter().flat_map(|&v| [c, ring.mul(v, c)]).collect(),
             None => vec![c; r.len()],
         }
     };
@@ -180,12 +179,17 @@ impl SharesBackend {
 
     /// The MSB from the opened y = x + r.
     fn msb_opened(&self, m: &DcfMsb, y: &[u64]) -> SharedBits {
+        let c = self.msb_key_eval(false, &m.roots, &m.cw, y);
+        self.msb_bit(&m.rho, &c, y)
+    }
+
+    /// The MSB from the opened y and the key's output c.
+    fn msb_bit(&self, rho: &[u64], c: &[u64], y: &[u64]) -> SharedBits {
         let r = self.ring;
-        let c = self.msb_key_eval(&m.roots, &m.cw, y);
         let server = self.is_server();
         let a: Vec<u64> = (0..y.len())
             .map(|i| {
-                let t = r.add(m.rho[i], c[i]); // ρ ⊕ [y′ < r′]
+                let t = r.add(rho[i], c[i]); // ρ ⊕ [y′ < r′]
                 match (y[i] >> (r.bits() - 1) == 1, server) {
                     (false, _) => t,
                     (true, true) => r.sub(1, t),
@@ -210,33 +214,40 @@ impl SharesBackend {
 
     /// ⌊x / 2^k⌋ from the opened z = x + 2^(ℓ−1) + r.
     fn trunc_opened(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
-        let keys = self.trunc_keys(m, k, z);
-        if !self.is_server() {
-            return keys;
+        let [keys] = self.trunc_keys(m, k, z, [&m.high]);
+        self.plus_trunc_public(keys, k, z)
+    }
+
+    /// The server adds the public part P of each truncation.
+    fn plus_trunc_public(&self, mut keys: Vec<u64>, k: u32, z: &[u64]) -> Vec<u64> {
+        if self.is_server() {
+            let r = self.ring;
+            keys.iter_mut().zip(z).for_each(|(v, &zi)| *v = r.add(*v, trunc_public(r, k, zi)));
         }
-        let r = self.ring;
-        keys.iter().zip(z).map(|(&v, &zi)| r.add(v, trunc_public(r, k, zi))).collect()
+        keys
     }
 
     /// The keys' part of a truncation, 2^(ℓ−k)·W − B − ⌊r/2^k⌋ (times the
-    /// keys' payload factor), without the public P.
-    fn trunc_keys(&self, m: &DcfTrunc, k: u32, z: &[u64]) -> Vec<u64> {
+    /// lane's payload factor), without the public P: one output per lane
+    /// of the keys, `highs` the lanes' shared ⌊r/2^k⌋ terms.
+    fn trunc_keys<const L: usize>(&self, m: &DcfTrunc, k: u32, z: &[u64], highs: [&[u64]; L]) -> [Vec<u64>; L] {
         let (r, l) = (self.ring, self.ring.bits());
-        let (d1, d2) = trunc_dcfs(r, k, m.wrap);
+        let (d1, d2) = trunc_dcfs(r, k, m.wrap, L == 2);
         let (prg, b) = (Prg::default(), self.party.index());
         let top: Vec<u64> = z.iter().map(|&v| v >> (l - m.wrap)).collect();
         let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &top);
         let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
         let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
-        (0..z.len()).map(|i| r.sub(r.add(wrap[i], borrow[i]), m.high[i])).collect()
+        std::array::from_fn(|q| (0..z.len()).map(|i| r.sub(r.add(wrap[L * i + q], borrow[L * i + q]), highs[q][i])).collect())
     }
 
-    /// Party's shares of an MSB-family key on the opened y's low ℓ − 1 bits.
-    fn msb_key_eval(&self, roots: &[u128], cw: &[u8], y: &[u64]) -> Vec<u64> {
+    /// Party's shares of an MSB-family key on the opened y's low ℓ − 1 bits
+    /// (two outputs per element for twin keys).
+    fn msb_key_eval(&self, twin: bool, roots: &[u128], cw: &[u8], y: &[u64]) -> Vec<u64> {
         let r = self.ring;
         let low = (1u64 << (r.bits() - 1)) - 1;
         let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
-        msb_dcf(r).eval(&Prg::default(), self.party.index(), roots, cw, &ys)
+        msb_dcf(r, twin).eval(&Prg::default(), self.party.index(), roots, cw, &ys)
     }
 
     pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
@@ -276,15 +287,17 @@ impl SharesBackend {
     pub(super) fn msb_times_fss(&mut self, x: &[u64]) -> (SharedBits, Vec<u64>) {
         let key = PoolKey::dcf_msb_mul(self.layer());
         self.keys_for(key, x.len());
-        let DcfMsbMul { msb: m, roots_r, cw_r, r_rho } = self.corr.dcf_msb_mul(key, x.len());
+        let DcfMsbMul { msb: m, r_rho } = self.corr.dcf_msb_mul(key, x.len());
         let y = self.open(&arith::add(self.ring, x, &m.r));
-        let bits = self.msb_opened(&m, &y);
+        // Lane 0: [y′ < r′]·β; lane 1: the same times r.
+        let both = self.msb_key_eval(true, &m.roots, &m.cw, &y);
+        let c: Vec<u64> = both.iter().step_by(2).copied().collect();
+        let bits = self.msb_bit(&m.rho, &c, &y);
         let r = self.ring;
-        let c = self.msb_key_eval(&roots_r, &cw_r, &y);
         let msb = bits.a.as_ref().expect("ring shares");
         let times: Vec<u64> = (0..y.len())
             .map(|i| {
-                let rb = r.add(r_rho[i], c[i]); // r·b
+                let rb = r.add(r_rho[i], both[2 * i + 1]); // r·b
                 let top = y[i] >> (r.bits() - 1) == 1;
                 let (mr, brb) = if top { (m.r[i], r.neg(rb)) } else { (0, rb) };
                 r.sub(r.mul(y[i], msb[i]), r.add(mr, brb))
@@ -320,7 +333,7 @@ impl SharesBackend {
         assert!(k > 0 && k < l && y2.len() == n && y1.is_none_or(|y| y.len() == n), "{} × {n} by {k} bits", y2.len());
         let key = PoolKey::dcf_trunc_mul(k, self.opts.suite.wrap_bits(r), self.layer());
         self.keys_for(key, n);
-        let DcfTruncMul { trunc: m, s, roots_s, cw_s, s_high, s1, s1_r } = self.corr.dcf_trunc_mul(key, n);
+        let DcfTruncMul { trunc: m, s, s_high, s1, s1_r } = self.corr.dcf_trunc_mul(key, n);
         let half = 1u64 << (l - 1);
         let zx = self.plus_public(x, &[half]);
         let mut masked = arith::add(r, &zx, &m.r);
@@ -331,9 +344,9 @@ impl SharesBackend {
         let all = self.open(&masked);
         let (z, rest) = all.split_at(n);
         let (y1h, y2h) = rest.split_at(rest.len() - n);
-        let t = self.trunc_opened(&m, k, z);
-        // The twin keys give s·(2^(ℓ−k)W − B − ⌊r/2^k⌋); s·P is local.
-        let st = self.trunc_keys(&DcfTrunc { wrap: m.wrap, r: Vec::new(), roots: roots_s, cw: cw_s, high: s_high }, k, z);
+        // Lane 1 gives s·(2^(ℓ−k)W − B − ⌊r/2^k⌋); s·P is local.
+        let [t, st] = self.trunc_keys(&m, k, z, [&m.high, &s_high]);
+        let t = self.plus_trunc_public(t, k, z);
         let y2t: Vec<u64> = (0..n)
             .map(|i| {
                 let sti = r.add(st[i], r.mul(s[i], trunc_public(r, k, z[i])));
