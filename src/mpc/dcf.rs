@@ -220,50 +220,61 @@ impl Dcf {
     /// Only the taken side's seed block and its value block are expanded:
     /// two AES calls per level, one lane or two.
     fn eval_chunk(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
-        let (g, gb, len, m, q, step) = (self.group, self.group.bytes(), self.cw_bytes(), xs.len(), self.lanes, self.step());
-        let neg = party == 1;
+        if self.lanes == 1 {
+            self.eval_lanes::<1>(prg, party, roots, cws, xs)
+        } else {
+            self.eval_lanes::<2>(prg, party, roots, cws, xs)
+        }
+    }
+
+    /// [`Self::eval_chunk`] for `Q` lanes. Sums run mod 2^64 and party 1's
+    /// sign is applied once at the end (reducing mod 2^w last gives the
+    /// same group element); keys are walked as slices so that the loop
+    /// carries no index arithmetic.
+    fn eval_lanes<const Q: usize>(&self, prg: &Prg, party: usize, roots: &[u128], cws: &[u8], xs: &[u64]) -> Vec<u64> {
+        let (g, gb, len, m, step) = (self.group, self.group.bytes(), self.cw_bytes(), xs.len(), self.step());
         warm(cws);
         let mut s = roots.to_vec();
-        let mut t = vec![neg; m];
-        let mut v = vec![0u64; q * m];
+        let mut t = vec![party == 1; m];
+        let mut v = vec![[0u64; Q]; m];
         let mut blocks = vec![aes::Block::default(); 2 * m];
         for (level, i) in (0..self.n).rev().enumerate() {
-            for j in 0..m {
-                let side = ((xs[j] >> i) & 1) as u128;
-                blocks[2 * j] = GenericArray::from((s[j] ^ side).to_le_bytes());
+            let off = level * step;
+            for ((b, &sj), &x) in blocks.chunks_exact_mut(2).zip(&s).zip(xs) {
+                let side = ((x >> i) & 1) as u128;
+                b[0] = GenericArray::from((sj ^ side).to_le_bytes());
                 // One lane: block 2 holds both sides; two: block 2 + side.
-                let vblock = if q == 1 { 2 } else { 2 + side };
-                blocks[2 * j + 1] = GenericArray::from((s[j] ^ vblock).to_le_bytes());
+                b[1] = GenericArray::from((sj ^ if Q == 1 { 2 } else { 2 + side }).to_le_bytes());
             }
             prg.encrypt(&mut blocks);
-            for j in 0..m {
-                let side = ((xs[j] >> i) & 1) as usize;
-                let w = u128::from_le_bytes(blocks[2 * j].into()) ^ s[j] ^ side as u128;
-                let vblock = if q == 1 { 2 } else { 2 + side as u128 };
-                let vb = u128::from_le_bytes(blocks[2 * j + 1].into()) ^ s[j] ^ vblock;
-                let cw = &cws[j * len + level * step..];
-                let tm = (t[j] as u128).wrapping_neg();
-                let s_cw = u128::from_le_bytes(cw[..16].try_into().expect("16 bytes"));
-                for lane in 0..q {
-                    let own = if q == 1 { (vb >> (64 * side)) as u64 } else { (vb >> (64 * lane)) as u64 };
-                    let add = g.add(own, element(cw, 17 + lane * gb, gb) & tm as u64);
-                    v[q * j + lane] = g.add(v[q * j + lane], g.sign(neg, add));
+            let walk = blocks.chunks_exact(2).zip(s.iter_mut().zip(t.iter_mut())).zip(v.iter_mut().zip(xs.iter().zip(cws.chunks_exact(len))));
+            for ((b, (sj, tj)), (vj, (&x, key))) in walk {
+                let side = ((x >> i) & 1) as usize;
+                let w = u128::from_le_bytes(b[0].into()) ^ *sj ^ side as u128;
+                let vb = u128::from_le_bytes(b[1].into()) ^ *sj ^ if Q == 1 { 2 } else { 2 + side as u128 };
+                let cw = &key[off..];
+                let tm = (*tj as u64).wrapping_neg();
+                let (seed, rest) = cw.split_first_chunk::<16>().expect("a correction word");
+                for (lane, acc) in vj.iter_mut().enumerate() {
+                    let own = if Q == 1 { (vb >> (64 * side)) as u64 } else { (vb >> (64 * lane)) as u64 };
+                    *acc = acc.wrapping_add(own).wrapping_add(element(rest, 1 + lane * gb, gb) & tm);
                 }
-                s[j] = (w & !1) ^ (s_cw & tm);
-                t[j] = (w & 1 == 1) ^ (t[j] && (cw[16] >> side) & 1 == 1);
+                *sj = (w & !1) ^ (u128::from_le_bytes(*seed) & (tm as u128 | (tm as u128) << 64));
+                *tj = (w & 1 == 1) ^ (*tj && (rest[0] >> side) & 1 == 1);
             }
         }
-        for j in 0..m {
-            for lane in 0..q {
-                let mut add = convert(g, s[j], lane);
-                if t[j] {
-                    let at = (j + 1) * len - (q - lane) * gb;
-                    add = g.add(add, word(&cws[at..at + gb]));
+        let mut out = Vec::with_capacity(Q * m);
+        for ((vj, (&sj, &tj)), key) in v.iter().zip(s.iter().zip(&t)).zip(cws.chunks_exact(len)) {
+            for (lane, &acc) in vj.iter().enumerate() {
+                let mut add = acc.wrapping_add(convert(g, sj, lane));
+                if tj {
+                    let at = len - (Q - lane) * gb;
+                    add = add.wrapping_add(word(&key[at..at + gb]));
                 }
-                v[q * j + lane] = g.add(v[q * j + lane], g.sign(neg, add));
+                out.push(g.sign(party == 1, add));
             }
         }
-        v
+        out
     }
 }
 
@@ -379,4 +390,3 @@ mod tests {
         assert!((same as i64 * 2 - 8 * sa.len() as i64).abs() < 8 * sa.len() as i64 / 8, "{same}");
     }
 }
-
