@@ -244,7 +244,11 @@ pub(crate) fn norm_backward(x: &Tensor, gamma: &Tensor, grad: &Tensor, row: impl
                     a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
                     a
                 };
-                let dgb = dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).map(task).reduce(|| vec![0f32; 2 * d], add);
+                // The tasks' partial sums are added in task order: rayon's
+                // `reduce` pairs them as the work was stolen, and a float sum
+                // in another order gives another γ gradient on every run.
+                let parts: Vec<Vec<f32>> = dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).map(task).collect();
+                let dgb = parts.into_iter().fold(vec![0f32; 2 * d], add);
                 Ok((dx, dgb))
             })
         })

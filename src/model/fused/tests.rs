@@ -239,3 +239,22 @@ fn batched_matmul_matches_the_composed_op() {
     let (p, v) = (random(&[2, 3, 5, 6], 1.0, 32), random(&[2, 3, 6, 4], 1.0, 33));
     check(&|t| batched_matmul(&t[0], &t[1], false).unwrap(), &|t| t[0].matmul(&t[1]).unwrap(), &[p, v], 1e-5);
 }
+
+/// γ's and β's gradients sum over rows in many tasks; the sum must not
+/// depend on how many threads ran them (prune's hard masks turn a last-bit
+/// difference into another kept token, and a run into another result).
+#[test]
+fn layer_norm_gradients_do_not_depend_on_the_threads() {
+    let (x, gamma, beta) = (random(&[64, 48, 32], 2.0, 1), random(&[32], 1.0, 2), random(&[32], 1.0, 3));
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| value_and_grads(&|t| layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap(), &[x.clone(), gamma.clone(), beta.clone()]).1)
+    };
+    let one = run(1);
+    for threads in [2, 3, 8] {
+        let many = run(threads);
+        for (a, b) in one.iter().zip(&many) {
+            assert_eq!(flat(a), flat(b), "{threads} threads");
+        }
+    }
+}
