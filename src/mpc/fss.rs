@@ -61,18 +61,20 @@ use super::dealer::{DcfMsb, DcfMsbMul, DcfTrunc, DcfTruncMul, PoolKey};
 use super::shares::{SharedBits, SharesBackend};
 use crate::fixed::Ring;
 
-/// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}; with
-/// `twin`, a second lane.
+/// Keys of `n` input bits into Z_{2^ℓ}; with `twin`, a second lane.
+fn ring_dcf(r: Ring, n: u32, twin: bool) -> Dcf {
+    if twin { Dcf::twin(n, r.bits()) } else { Dcf::new(n, r.bits()) }
+}
+
+/// The MSB's key family: ℓ − 1 input bits, output in Z_{2^ℓ}.
 pub fn msb_dcf(r: Ring, twin: bool) -> Dcf {
-    let d = Dcf::new(r.bits() - 1, r.bits());
-    if twin { Dcf::twin(d.n, r.bits()) } else { d }
+    ring_dcf(r, r.bits() - 1, twin)
 }
 
 /// Truncation by k: (the wrap on the top `w` bits, the k-bit borrow),
-/// outputs in Z_{2^ℓ}; with `twin`, each with a second lane.
+/// outputs in Z_{2^ℓ}.
 pub fn trunc_dcfs(r: Ring, k: u32, w: u32, twin: bool) -> (Dcf, Dcf) {
-    let make = if twin { Dcf::twin } else { Dcf::new };
-    (make(w, r.bits()), make(k, r.bits()))
+    (ring_dcf(r, w, twin), ring_dcf(r, k, twin))
 }
 
 /// The dealer: correction words of MSB keys for masks `r`; with `twin`,
