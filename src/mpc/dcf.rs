@@ -9,7 +9,7 @@
 //! significant bit, with one correction word per level (a 128-bit seed, a
 //! group element and two control bits) and one for the leaf. The PRG is
 //! fixed-key AES-128 in the Matyas–Meyer–Oseas mode, G(s)_i = AES_K(s ⊕ i) ⊕
-//! s ⊕ i for i = 0, 1, 2 (the `aes` crate uses AES-NI where the CPU has it):
+//! s ⊕ i (AES-NI, or VAES where the CPU has it: [`super::fixed_aes`]):
 //! block 0 gives the left seed and control bit, block 1 the right ones,
 //! block 2 the two group elements.
 //!
@@ -20,14 +20,21 @@
 //! expands four blocks a level (blocks 2 and 3: both lanes' elements of the
 //! left and the right child), the evaluator still two (the taken side's
 //! seed and its value block), so a pair of keys with one α costs one walk.
-//! At the leaf, lane 0 reads the seed's high 64 bits and lane 1 bits 1–64.
+//!
+//! **Early termination.** The walk stops `nu` levels above the leaves
+//! (BGI's early termination, which the DCF's proof carries over unchanged):
+//! the last correction word is a table of 2^nu group elements per lane, one
+//! for each value of the input's low `nu` bits, and a leaf seed expands
+//! (blocks 4, 5, …) into its own such table. The evaluator reads the one
+//! block that holds its entry: one AES call where `nu` levels took 2·nu,
+//! for a table about as long as the levels' words it replaces.
 //!
 //! Generation and evaluation run level by level over batches of keys, so
 //! that AES calls pipeline and a batch's words stay in cache, and batches
 //! run on rayon's threads.
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-use aes::Aes128;
+use super::fixed_aes::FixedAes;
+use aes::cipher::generic_array::GenericArray;
 use rayon::prelude::*;
 
 /// The PRG's fixed AES key (any public constant serves).
@@ -63,12 +70,12 @@ impl Group {
 
 /// The fixed-key AES PRG, three blocks per seed.
 pub struct Prg {
-    aes: Aes128,
+    aes: FixedAes,
 }
 
 impl Default for Prg {
     fn default() -> Self {
-        Prg { aes: Aes128::new(GenericArray::from_slice(&PRG_KEY)) }
+        Prg { aes: FixedAes::new(&PRG_KEY) }
     }
 }
 
@@ -84,6 +91,23 @@ impl Prg {
     /// AES in place, one batch.
     fn encrypt(&self, blocks: &mut [aes::Block]) {
         self.aes.encrypt_blocks(blocks);
+    }
+
+    /// Blocks `LEAF_BLOCK + c` of seed s's expansion, one batch: element
+    /// i of a leaf table is half i % 2 of block c = i / 2 (the low half
+    /// first).
+    fn leaf(&self, seeds: impl Iterator<Item = (u128, u128)>, out: &mut Vec<aes::Block>) {
+        out.clear();
+        out.extend(seeds.map(|(s, c)| GenericArray::from((s ^ (LEAF_BLOCK + c)).to_le_bytes())));
+        // The MMO feed-forward: AES of a block XOR the block.
+        let mut fed = [aes::Block::default(); 64];
+        for chunk in out.chunks_mut(64) {
+            fed[..chunk.len()].copy_from_slice(chunk);
+            self.aes.encrypt_blocks(chunk);
+            for (o, i) in chunk.iter_mut().zip(&fed) {
+                *o = GenericArray::from((u128::from_le_bytes((*o).into()) ^ u128::from_le_bytes((*i).into())).to_le_bytes());
+            }
+        }
     }
 
     /// G(s) of every seed, AES calls in one batch: 2 + `lanes` blocks.
@@ -109,12 +133,6 @@ impl Prg {
     }
 }
 
-/// A seed as lane `lane`'s group element (lane 0 its high half, lane 1
-/// bits 1–64: bit 0 carries t).
-fn convert(g: Group, s: u128, lane: usize) -> u64 {
-    ((s >> if lane == 0 { 64 } else { 1 }) as u64) & g.mask
-}
-
 /// The shape of a family of keys: input bits, output group, payloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dcf {
@@ -122,17 +140,33 @@ pub struct Dcf {
     pub group: Group,
     /// Payloads per key for the same α: 1 or 2.
     pub lanes: usize,
+    /// Low input bits read from the leaf table instead of walked.
+    pub nu: u32,
 }
+
+/// Leaf bits per lane count: the largest table no longer than about the
+/// levels' words it replaces (one lane: 16 elements of 5 bytes for 4
+/// levels of 22; two: 8 pairs for 3 levels of 27).
+const LEAF_BITS: [u32; 2] = [4, 3];
+
+/// The PRG block index of a leaf table's first block (0–3 serve levels).
+const LEAF_BLOCK: u128 = 4;
 
 impl Dcf {
     pub fn new(n: u32, w: u32) -> Self {
-        assert!((1..=64).contains(&n), "a {n}-bit DCF");
-        Dcf { n, group: Group::bits(w), lanes: 1 }
+        Self::with_leaf(n, w, 1, LEAF_BITS[0])
     }
 
     /// Keys with two payloads for one α, evaluated in one walk.
     pub fn twin(n: u32, w: u32) -> Self {
-        Dcf { lanes: 2, ..Dcf::new(n, w) }
+        Self::with_leaf(n, w, 2, LEAF_BITS[1])
+    }
+
+    /// `lanes` payloads, the walk stopping `nu` levels early (at most n).
+    pub fn with_leaf(n: u32, w: u32, lanes: usize, nu: u32) -> Self {
+        assert!((1..=64).contains(&n), "a {n}-bit DCF");
+        assert!((1..=2).contains(&lanes) && nu <= 8, "{lanes} lanes, {nu} leaf bits");
+        Dcf { n, group: Group::bits(w), lanes, nu: nu.min(n) }
     }
 
     /// Bytes of one level's correction word: seed, control bits, elements.
@@ -140,10 +174,25 @@ impl Dcf {
         17 + self.lanes * self.group.bytes()
     }
 
+    /// Levels walked.
+    fn levels(&self) -> usize {
+        (self.n - self.nu) as usize
+    }
+
+    /// Entries of the leaf table (each `lanes` elements).
+    fn leaves(&self) -> usize {
+        1 << self.nu
+    }
+
+    /// AES blocks a leaf seed expands into (two elements a block).
+    fn leaf_blocks(&self) -> usize {
+        (self.leaves() * self.lanes).div_ceil(2)
+    }
+
     /// Bytes of the correction words of one key (shared by both parties'
     /// keys; each party also holds its own 128-bit root seed).
     pub fn cw_bytes(&self) -> usize {
-        self.n as usize * self.step() + self.lanes * self.group.bytes()
+        self.levels() * self.step() + self.leaves() * self.lanes * self.group.bytes()
     }
 
     /// The correction words of key pairs j for f_j(x) = β_j·[x < α_j], from
@@ -168,7 +217,7 @@ impl Dcf {
         let mut t: Vec<bool> = (0..2 * m).map(|i| i % 2 == 1).collect();
         let mut va = vec![0u64; q * m];
         let mut e = Vec::with_capacity(2 * m);
-        for (level, i) in (0..self.n).rev().enumerate() {
+        for (level, i) in (self.nu..self.n).rev().enumerate() {
             prg.expand(&s, q, &mut e);
             for j in 0..m {
                 let (e0, e1) = (e[2 * j], e[2 * j + 1]);
@@ -194,11 +243,23 @@ impl Dcf {
                 t[2 * j + 1] = e1.t[keep] ^ (t1 && t_cw[keep]);
             }
         }
+        // The leaf table: both parties' expansions apart, less the path's
+        // sum, plus β where the low bits are below α's.
+        let (nb, table) = (self.leaf_blocks() as u128, self.levels() * step);
+        let mut blocks = Vec::new();
+        prg.leaf(s.iter().flat_map(|&sj| (0..nb).map(move |c| (sj, c))), &mut blocks);
+        let element = |b: &[aes::Block], i: usize| (u128::from_le_bytes(b[i / 2].into()) >> (64 * (i % 2))) as u64;
         for j in 0..m {
-            for lane in 0..q {
-                let last = g.sign(t[2 * j + 1], g.sub(g.sub(convert(g, s[2 * j + 1], lane), convert(g, s[2 * j], lane)), va[q * j + lane]));
-                let at = (j + 1) * len - (q - lane) * gb;
-                out[at..at + gb].copy_from_slice(&last.to_le_bytes()[..gb]);
+            let (b0, b1) = (&blocks[2 * j * nb as usize..], &blocks[(2 * j + 1) * nb as usize..]);
+            let low = alphas[j] & ((1 << self.nu) - 1);
+            for x in 0..self.leaves() {
+                for lane in 0..q {
+                    let i = x * q + lane;
+                    let below = (x as u64) < low;
+                    let v = g.add(g.sub(g.sub(element(b1, i), element(b0, i)), va[q * j + lane]), betas[q * j + lane] & (below as u64).wrapping_neg());
+                    let at = j * len + table + i * gb;
+                    out[at..at + gb].copy_from_slice(&g.sign(t[2 * j + 1], v).to_le_bytes()[..gb]);
+                }
             }
         }
     }
@@ -238,7 +299,7 @@ impl Dcf {
         let mut t = vec![party == 1; m];
         let mut v = vec![[0u64; Q]; m];
         let mut blocks = vec![aes::Block::default(); 2 * m];
-        for (level, i) in (0..self.n).rev().enumerate() {
+        for (level, i) in (self.nu..self.n).rev().enumerate() {
             let off = level * step;
             for ((b, &sj), &x) in blocks.chunks_exact_mut(2).zip(&s).zip(xs) {
                 let side = ((x >> i) & 1) as u128;
@@ -263,13 +324,19 @@ impl Dcf {
                 *tj = (w & 1 == 1) ^ (*tj && (rest[0] >> side) & 1 == 1);
             }
         }
+        // The leaf: the one block holding this input's entry, and the
+        // table's element where t is set.
+        let (low, table) = ((1u64 << self.nu) - 1, self.levels() * step);
+        let mut leaf = Vec::with_capacity(m);
+        prg.leaf(s.iter().zip(xs).map(|(&sj, &x)| (sj, ((x & low) as u128 * Q as u128) / 2)), &mut leaf);
         let mut out = Vec::with_capacity(Q * m);
-        for ((vj, (&sj, &tj)), key) in v.iter().zip(s.iter().zip(&t)).zip(cws.chunks_exact(len)) {
+        for (((vj, &tj), key), (b, &x)) in v.iter().zip(&t).zip(cws.chunks_exact(len)).zip(leaf.iter().zip(xs)) {
+            let b = u128::from_le_bytes((*b).into());
             for (lane, &acc) in vj.iter().enumerate() {
-                let mut add = acc.wrapping_add(convert(g, sj, lane));
+                let i = (x & low) as usize * Q + lane;
+                let mut add = acc.wrapping_add((b >> (64 * (i % 2))) as u64);
                 if tj {
-                    let at = len - (Q - lane) * gb;
-                    add = add.wrapping_add(word(&key[at..at + gb]));
+                    add = add.wrapping_add(element(&key[table..], i * gb, gb));
                 }
                 out.push(g.sign(party == 1, add));
             }
@@ -344,7 +411,9 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         for n in 1..=6u32 {
             for w in [1, 5, 37, 64] {
-                for d in [Dcf::new(n, w), Dcf::twin(n, w)] {
+                // The default leaves, the whole walk (a one-entry table) and one level short.
+                let shapes = [Dcf::new(n, w), Dcf::twin(n, w), Dcf::with_leaf(n, w, 1, 0), Dcf::with_leaf(n, w, 2, 0), Dcf::with_leaf(n, w, 1, n - 1)];
+                for d in shapes {
                     let xs: Vec<u64> = (0..1 << n).collect();
                     for alpha in 0..1u64 << n {
                         check(d, alpha, &mut rng, &xs);
@@ -359,7 +428,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         for (n, w) in [(36, 1), (37, 37), (12, 37), (63, 64), (64, 64)] {
             let top = if n == 64 { u64::MAX } else { (1 << n) - 1 };
-            for d in [Dcf::new(n, w), Dcf::twin(n, w)] {
+            for d in [Dcf::new(n, w), Dcf::twin(n, w), Dcf::with_leaf(n, w, 1, 8), Dcf::with_leaf(n, w, 2, 0)] {
                 for _ in 0..20 {
                     let alpha = rng.gen::<u64>() & top;
                     let mut xs: Vec<u64> = (0..40).map(|_| rng.gen::<u64>() & top).collect();
@@ -388,5 +457,14 @@ mod tests {
         assert!((2 * ones - bits).abs() < bits / 16, "{ones} ones of {bits}");
         let same: u32 = sa.iter().zip(&sb).map(|(x, y)| (!(x ^ y)).count_ones()).sum();
         assert!((same as i64 * 2 - 8 * sa.len() as i64).abs() < 8 * sa.len() as i64 / 8, "{same}");
+        // The leaf tables of the extreme α (every entry β, or none): the
+        // elements' bits balanced too.
+        let d = Dcf::with_leaf(8, 64, 1, 8);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.gen(&prg, &[0], &[1], &[[rng.gen(), rng.gen()]], &mut a);
+        d.gen(&prg, &[255], &[1], &[[rng.gen(), rng.gen()]], &mut b);
+        assert_eq!(a.len(), 256 * 8);
+        let ones: i64 = a.iter().chain(&b).map(|x| x.count_ones() as i64).sum();
+        assert!((2 * ones - 2 * 8 * 2048).abs() < 2 * 8 * 2048 / 32, "{ones} ones in the tables");
     }
 }

@@ -29,6 +29,7 @@ pub mod cost;
 pub mod dcf;
 pub mod dealer;
 pub mod estimate;
+mod fixed_aes;
 pub mod fss;
 pub mod eval;
 mod lengths;
