@@ -36,6 +36,12 @@ pub struct Bench2pcArgs {
     /// the cut: keep at least, or at most, the paper's token counts.
     #[arg(long, value_enum, default_value = "at-least")]
     pub cut: Cut,
+    /// The score's length exponent p the shape runs' thresholds compare with
+    /// (S = ΣA / (H·n^p), DESIGN.md §2; a public rescaling, no cost of its
+    /// own). At 0 the threshold's steps are n times finer than at 1, so the
+    /// near-equal scores of random weights split at the paper's counts.
+    #[arg(long, default_value_t = 0.0)]
+    pub score_exponent: f64,
     /// Compaction used in the shape runs.
     #[arg(long, value_enum, default_value = "shuffle")]
     pub with: Compaction,
@@ -68,6 +74,9 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
         if shape(s).is_none() {
             bail!("--shapes: unknown shape `{s}` (medium, base, large)");
         }
+    }
+    if !(0.0..=1.0).contains(&args.score_exponent) {
+        bail!("--score-exponent: {} is outside [0, 1]", args.score_exponent);
     }
     let mut report = serde_json::json!({});
     if args.compaction {
@@ -112,7 +121,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
     }
     for s in args.shapes.iter().filter(|_| !args.estimate) {
         for &t in &args.tokens {
-            let r = shape_run(s, t, args.with, args.suite, args.cut, args.seed, &|what| {
+            let r = shape_run(s, t, args.with, args.suite, (args.cut, args.score_exponent), args.seed, &|what| {
                 if !args.json {
                     eprintln!("bert-{s} at {t} tokens: {what}");
                 }
@@ -121,7 +130,7 @@ pub fn run(args: Bench2pcArgs) -> Result<()> {
             let costs = cost_report(&r.pruned, Some(&r.unpruned));
             if !args.json {
                 let (p, u) = (r.pruned.total(), r.unpruned.total());
-                println!("bert-{} at {} tokens ({} compaction): schedule {:?}; engine and protocol bit-identical: {}", s, t, args.with.name(), r.schedule_reached, r.bit_identical);
+                println!("bert-{} at {} tokens ({} compaction): schedule {:?} (paper {:?}, p = {}); engine and protocol bit-identical: {}", s, t, args.with.name(), r.schedule_reached, r.schedule_target, r.exponent, r.bit_identical);
                 println!("  {:<10} {:>12} {:>12} {:>8}", "", "pruned", "unpruned", "ratio");
                 println!("  {:<10} {:>12.1} {:>12.1} {:>8.3}", "MB", p.bytes as f64 / 1e6, u.bytes as f64 / 1e6, p.bytes as f64 / u.bytes as f64);
                 println!("  {:<10} {:>12} {:>12} {:>8.3}", "rounds", p.rounds, u.rounds, p.rounds as f64 / u.rounds as f64);

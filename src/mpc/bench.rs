@@ -11,7 +11,7 @@ use super::shares::{SharesBackend, SharesOptions, Suite};
 use super::sort::Compaction;
 use crate::fixed::{Ring, Truncation};
 use crate::secure::backend::Backend;
-use crate::secure::bert::{encode_input, forward, EngineConfig, EngineModel, LayerThresholds};
+use crate::secure::bert::{encode_input, forward, threshold_bound, EngineConfig, EngineModel, LayerThresholds};
 use crate::secure::report::OpClass;
 use crate::secure::weights::{BertConfig, BertWeights};
 use rand::{Rng, SeedableRng};
@@ -217,31 +217,48 @@ pub fn paper_schedule(layers: usize, tokens: usize) -> Vec<usize> {
 /// chosen layer by layer from the engine's own scores, between the scores
 /// of the last kept and the first pruned token. Returns them with the
 /// schedule actually reached (scores closer than the threshold's
-/// granularity, θ·H·n in steps of H·n/2^s, can keep a few more).
-pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedule: &[usize], cut_rule: Cut) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+/// granularity, θ·H·n^p in steps of H·n^p/2^s, can keep a few more). The
+/// score's length exponent `p` (DESIGN.md §2) is a public rescaling that
+/// costs the protocol nothing; at p = 0 the steps are H/2^s instead of
+/// H·n/2^s, fine enough to split the near-equal scores of random weights.
+pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedule: &[usize], cut_rule: Cut, p: f64) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
     let layers = model.num_layers();
     let s = (ring.frac() as f64).exp2();
     let mut thetas = vec![0.0; layers];
     let mut betas = vec![0.0; layers];
-    // Pick an integer threshold t (on ΣA at scale s) with exactly `k` of
-    // `scores` ≥ t·scale when possible.
-    let cut = |scores: &mut Vec<i64>, k: usize, scale: i64| -> i64 {
+    let heads = model.heads();
+    // The largest integer threshold t (θ at scale s) whose bound, the
+    // engine's threshold_bound(t, H, live, p), is at or below `score`.
+    let under = |score: i64, live: usize| -> i64 {
+        let bound = |t: i64| threshold_bound(t, heads, live, p);
+        let mut t = (score as f64 / (heads as f64 * (live as f64).powf(p))).floor() as i64;
+        while bound(t + 1) <= score as i128 {
+            t += 1;
+        }
+        while bound(t) > score as i128 {
+            t -= 1;
+        }
+        t
+    };
+    // Pick t with exactly `k` of `scores` at or above its bound when
+    // possible.
+    let cut = |scores: &mut Vec<i64>, k: usize, live: usize| -> i64 {
         scores.sort_unstable_by(|a, b| b.cmp(a));
         if scores.is_empty() {
             return 0;
         }
         if k == 0 {
-            return scores[0] / scale + 1;
+            return under(scores[0], live) + 1;
         }
         if k >= scores.len() {
-            return scores[scores.len() - 1].div_euclid(scale);
+            return under(scores[scores.len() - 1], live);
         }
         match cut_rule {
-            // Largest t with t·scale at or below the k-th score: keeps at
-            // least k (more when scores closer than `scale` tie at the cut).
-            Cut::AtLeast => scores[k - 1].div_euclid(scale),
-            // Smallest t with t·scale above the (k+1)-th: keeps at most k.
-            Cut::AtMost => scores[k].div_euclid(scale) + 1,
+            // Largest t whose bound is at or below the k-th score: keeps at
+            // least k (more when scores closer than a step tie at the cut).
+            Cut::AtLeast => under(scores[k - 1], live),
+            // Smallest t whose bound is above the (k+1)-th: keeps at most k.
+            Cut::AtMost => under(scores[k], live) + 1,
         }
     };
     for l in 0..layers {
@@ -250,25 +267,24 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
             truncation: Truncation::Exact,
             thetas: Some((0..layers).map(|j| if j < l { thetas[j] } else { 0.0 }).collect()),
             betas: Some((0..layers).map(|j| if j < l { betas[j] } else { 0.0 }).collect()),
-            exponents: None,
+            exponents: Some(vec![p; layers]),
         };
         let r = forward(model, &cfg, emb, n, 0);
         let live = r.scores_ring[l].len();
-        let heads = model.heads();
-        let scale = (heads * live) as i64;
         let target = if l + 1 < layers { schedule[l + 1].min(live) } else { live };
         // [CLS] (position 0 of the live rows) is kept without a comparison.
         let mut rest: Vec<i64> = r.scores_ring[l][1..].to_vec();
-        let t = if rest.is_empty() { 0 } else { cut(&mut rest, target.saturating_sub(1), scale) };
+        let t = if rest.is_empty() { 0 } else { cut(&mut rest, target.saturating_sub(1), live) };
         thetas[l] = t as f64 / s;
         // Reduce the lower half of what stays (β compares with the same scale).
         let all = &r.scores_ring[l];
-        let mut kept: Vec<i64> = all[..1].iter().chain(all[1..].iter().filter(|&&v| v >= t * scale)).copied().collect();
+        let tb = threshold_bound(t, heads, live, p);
+        let mut kept: Vec<i64> = all[..1].iter().chain(all[1..].iter().filter(|&&v| v as i128 >= tb)).copied().collect();
         let keep_high = kept.len() - kept.len() / 2;
-        let b = cut(&mut kept, keep_high, scale).max(t);
+        let b = cut(&mut kept, keep_high, live).max(t);
         betas[l] = b as f64 / s;
     }
-    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: None };
+    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![p; layers]) };
     let reached = forward(model, &cfg, emb, n, 0).live_per_layer.iter().map(|v| v.len()).collect();
     (thetas, betas, reached)
 }
@@ -292,6 +308,8 @@ pub struct ShapeRun {
     pub schedule_target: Vec<usize>,
     pub schedule_reached: Vec<usize>,
     pub cut: Cut,
+    /// The score's length exponent the thresholds were calibrated with.
+    pub exponent: f64,
     pub bit_identical: bool,
     #[serde(skip)]
     pub pruned: SharesSummary,
@@ -301,7 +319,7 @@ pub struct ShapeRun {
 
 /// # Errors
 /// A protocol error (in-process: only a bug).
-pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite, cut: Cut, seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
+pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite, (cut, exponent): (Cut, f64), seed: u64, progress: &dyn Fn(&str)) -> Result<ShapeRun, ChannelError> {
     let config = shape(name).expect("known shape");
     let ring = Ring::BOLT;
     let layers = config.num_hidden_layers;
@@ -316,12 +334,12 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite
     let (input, _) = encode_input(ring, &emb);
     let target = paper_schedule(layers, tokens);
     progress("calibrating thresholds");
-    let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target, cut);
+    let (thetas, betas, reached) = calibrate(&model, ring, &emb, tokens, &target, cut, exponent);
     let opts = SharesOptions { truncation: Truncation::Exact, compaction, analysis: false, suite };
     let mut out = Vec::new();
     let mut identical = true;
     for (what, cfg) in [
-        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: None }),
+        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![exponent; layers]) }),
         ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None }),
     ] {
         progress(what);
@@ -340,5 +358,35 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite
     }
     let unpruned = out.pop().expect("two");
     let pruned = out.pop().expect("two");
-    Ok(ShapeRun { shape: name.into(), tokens, schedule_target: target, schedule_reached: reached, cut, bit_identical: identical, pruned, unpruned })
+    Ok(ShapeRun { shape: name.into(), tokens, schedule_target: target, schedule_reached: reached, cut, exponent, bit_identical: identical, pruned, unpruned })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random weights give near-equal scores: at p = 1 the threshold's steps
+    /// (H·n/2^s on ΣA) cannot split them and the cut keeps more than asked
+    /// for; at p = 0 (steps of H/2^s) it lands on the schedule.
+    #[test]
+    fn calibration_at_p0_reaches_the_schedule() {
+        let config = BertConfig {
+            vocab_size: 100, hidden_size: 64, num_hidden_layers: 4, num_attention_heads: 4,
+            intermediate_size: 128, max_position_embeddings: 128, type_vocab_size: 2, layer_norm_eps: 1e-12,
+        };
+        let ring = Ring::BOLT;
+        let weights = BertWeights::random(config, 2, 7);
+        let model = EngineModel::from_weights(&weights, &ring);
+        let n = 96;
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 37) % 100).collect();
+        let emb = weights.embed(&ids, None).expect("embeddings");
+        let schedule = [96, 41, 40, 17];
+        let (.., at0) = calibrate(&model, ring, &emb, n, &schedule, Cut::AtLeast, 0.0);
+        let (.., at1) = calibrate(&model, ring, &emb, n, &schedule, Cut::AtLeast, 1.0);
+        assert_eq!(at0, schedule, "p = 0");
+        assert!(at1.iter().zip(&schedule).all(|(a, s)| a >= s), "at least: {at1:?}");
+        let (.., most) = calibrate(&model, ring, &emb, n, &schedule, Cut::AtMost, 1.0);
+        assert!(most.iter().zip(&schedule).all(|(a, s)| a <= s), "at most: {most:?}");
+        eprintln!("p = 0 {at0:?}, p = 1 at least {at1:?}, at most {most:?}");
+    }
 }
