@@ -248,7 +248,7 @@ impl Dcf {
         let (nb, table) = (self.leaf_blocks() as u128, self.levels() * step);
         let mut blocks = Vec::new();
         prg.leaf(s.iter().flat_map(|&sj| (0..nb).map(move |c| (sj, c))), &mut blocks);
-        let element = |b: &[aes::Block], i: usize| (u128::from_le_bytes(b[i / 2].into()) >> (64 * (i % 2))) as u64;
+        let half = |b: &[aes::Block], i: usize| (u128::from_le_bytes(b[i / 2].into()) >> (64 * (i % 2))) as u64;
         for j in 0..m {
             let (b0, b1) = (&blocks[2 * j * nb as usize..], &blocks[(2 * j + 1) * nb as usize..]);
             let low = alphas[j] & ((1 << self.nu) - 1);
@@ -256,7 +256,7 @@ impl Dcf {
                 for lane in 0..q {
                     let i = x * q + lane;
                     let below = (x as u64) < low;
-                    let v = g.add(g.sub(g.sub(element(b1, i), element(b0, i)), va[q * j + lane]), betas[q * j + lane] & (below as u64).wrapping_neg());
+                    let v = g.add(g.sub(g.sub(half(b1, i), half(b0, i)), va[q * j + lane]), betas[q * j + lane] & (below as u64).wrapping_neg());
                     let at = j * len + table + i * gb;
                     out[at..at + gb].copy_from_slice(&g.sign(t[2 * j + 1], v).to_le_bytes()[..gb]);
                 }
