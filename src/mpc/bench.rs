@@ -387,6 +387,5 @@ mod tests {
         assert!(at1.iter().zip(&schedule).all(|(a, s)| a >= s), "at least: {at1:?}");
         let (.., most) = calibrate(&model, ring, &emb, n, &schedule, Cut::AtMost, 1.0);
         assert!(most.iter().zip(&schedule).all(|(a, s)| a <= s), "at most: {most:?}");
-        eprintln!("p = 0 {at0:?}, p = 1 at least {at1:?}, at most {most:?}");
     }
 }

@@ -79,6 +79,15 @@ impl Default for Prg {
     }
 }
 
+impl Prg {
+    /// The one PRG every key uses, built once (CPU detection and two key
+    /// schedules) rather than at each evaluation.
+    pub fn shared() -> &'static Prg {
+        static PRG: std::sync::OnceLock<Prg> = std::sync::OnceLock::new();
+        PRG.get_or_init(Prg::default)
+    }
+}
+
 /// One seed's expansion: v[side][lane].
 #[derive(Clone, Copy, Default)]
 struct Expanded {

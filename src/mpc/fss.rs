@@ -94,7 +94,7 @@ pub(super) fn deal_msb(ring: Ring, r: &[u64], twin: bool, s0: &[u128], s1: &[u12
         .collect();
     let roots: Vec<[u128; 2]> = s0.iter().zip(s1).map(|(&a, &b)| [a, b]).collect();
     let mut out = Vec::with_capacity(r.len() * d.cw_bytes());
-    d.gen(&Prg::default(), &alphas, &betas, &roots, &mut out);
+    d.gen(Prg::shared(), &alphas, &betas, &roots, &mut out);
     out
 }
 
@@ -105,7 +105,7 @@ pub(super) fn deal_msb(ring: Ring, r: &[u64], twin: bool, s0: &[u128], s1: &[u12
 pub(super) fn deal_trunc(ring: Ring, k: u32, w: u32, r: &[u64], roots: &[(Vec<u128>, Vec<u128>); 2], times: Option<&[u64]>) -> (Vec<u8>, Vec<u8>) {
     let (d1, d2) = trunc_dcfs(ring, k, w, times.is_some());
     let top: Vec<u64> = r.iter().map(|&v| v >> (ring.bits() - w)).collect();
-    let prg = Prg::default();
+    let prg = Prg::shared();
     let pair = |(a, b): &(Vec<u128>, Vec<u128>)| -> Vec<[u128; 2]> { a.iter().zip(b).map(|(&x, &y)| [x, y]).collect() };
     let lo: Vec<u64> = r.iter().map(|&v| v & ((1 << k) - 1)).collect();
     let scaled = |c: u64| -> Vec<u64> {
@@ -115,8 +115,8 @@ pub(super) fn deal_trunc(ring: Ring, k: u32, w: u32, r: &[u64], roots: &[(Vec<u1
         }
     };
     let (mut k1, mut k2) = (Vec::new(), Vec::new());
-    d1.gen(&prg, &top, &scaled(ring.reduce(1 << (ring.bits() - k))), &pair(&roots[0]), &mut k1);
-    d2.gen(&prg, &lo, &scaled(ring.mask()), &pair(&roots[1]), &mut k2);
+    d1.gen(prg, &top, &scaled(ring.reduce(1 << (ring.bits() - k))), &pair(&roots[0]), &mut k1);
+    d2.gen(prg, &lo, &scaled(ring.mask()), &pair(&roots[1]), &mut k2);
     (k1, k2)
 }
 
@@ -235,11 +235,11 @@ impl SharesBackend {
     fn trunc_keys<const L: usize>(&self, m: &DcfTrunc, k: u32, z: &[u64], highs: [&[u64]; L]) -> [Vec<u64>; L] {
         let (r, l) = (self.ring, self.ring.bits());
         let (d1, d2) = trunc_dcfs(r, k, m.wrap, L == 2);
-        let (prg, b) = (Prg::default(), self.party.index());
+        let (prg, b) = (Prg::shared(), self.party.index());
         let top: Vec<u64> = z.iter().map(|&v| v >> (l - m.wrap)).collect();
-        let wrap = d1.eval(&prg, b, &m.roots[0], &m.cw[0], &top);
+        let wrap = d1.eval(prg, b, &m.roots[0], &m.cw[0], &top);
         let lo: Vec<u64> = z.iter().map(|&v| v & ((1 << k) - 1)).collect();
-        let borrow = d2.eval(&prg, b, &m.roots[1], &m.cw[1], &lo);
+        let borrow = d2.eval(prg, b, &m.roots[1], &m.cw[1], &lo);
         std::array::from_fn(|q| (0..z.len()).map(|i| r.sub(r.add(wrap[L * i + q], borrow[L * i + q]), highs[q][i])).collect())
     }
 
@@ -249,7 +249,7 @@ impl SharesBackend {
         let r = self.ring;
         let low = (1u64 << (r.bits() - 1)) - 1;
         let ys: Vec<u64> = y.iter().map(|&v| v & low).collect();
-        msb_dcf(r, twin).eval(&Prg::default(), self.party.index(), roots, cw, &ys)
+        msb_dcf(r, twin).eval(Prg::shared(), self.party.index(), roots, cw, &ys)
     }
 
     pub(super) fn msb_fss(&mut self, x: &[u64]) -> SharedBits {
