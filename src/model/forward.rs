@@ -164,7 +164,7 @@ impl Bert {
             if !matches!(plan.masking, Masking::Off) {
                 let weight = soft_live.as_ref().unwrap_or(&live);
                 let n = weight.sum_keepdim(1)?; // (b, 1)
-                let col = probs.broadcast_mul(&weight.reshape((b, 1, seq, 1))?)?.sum(2)?.sum(1)?; // (b, seq)
+                let col = fused::column_sums(&probs, weight)?; // (b, seq)
                 // H·n^p = H·exp(p·ln n); n ≥ 1 ([CLS] is always live).
                 let norm = match &plan.masking {
                     Masking::Soft { exponent: Some(p), .. } => n.clamp(1f32, f32::MAX)?.log()?.broadcast_mul(&p.narrow(0, l, 1)?)?.exp()?,

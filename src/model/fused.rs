@@ -376,6 +376,81 @@ pub fn masked_softmax(x: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op2(&bias, MaskedSoftmax { scale: scale as f32 })?)
 }
 
+// ----------------------------------------------------- score numerator
+
+/// col[b, k] = Σ_h Σ_q probs[b, h, q, k] · w[b, q].
+struct ColumnSums;
+
+impl ColumnSums {
+    fn dims(l: &Layout) -> CResult<(usize, usize, usize, usize)> {
+        l.shape().dims4()
+    }
+}
+
+impl CustomOp2 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "fused-column-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (p, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (b, h, q, k) = Self::dims(l1)?;
+        let mut col = vec![0f32; b * k];
+        col.par_chunks_mut(k).zip(p.par_chunks(h * q * k).zip(w.par_chunks(q))).for_each(|(col, (p, w))| {
+            // Over q into a head's row, then the heads in turn, each from
+            // 0: the order of candle's `sum(2)` then `sum(1)`.
+            let mut head = vec![0f32; k];
+            for p in p.chunks_exact(q * k) {
+                head.iter_mut().for_each(|s| *s = 0.0);
+                for (p, &w) in p.chunks_exact(k).zip(w) {
+                    head.iter_mut().zip(p).for_each(|(s, &p)| *s += p * w);
+                }
+                col.iter_mut().zip(&head).for_each(|(c, &s)| *c += s);
+            }
+        });
+        Ok((CpuStorage::F32(col), Shape::from((b, k))))
+    }
+
+    fn bwd(&self, probs: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (b, h, q, k) = probs.dims4()?;
+        let (dp, dw) = with_data(probs, |p| {
+            with_data(w, |w| {
+                with_data(grad, |g| {
+                    let (mut dp, mut dw) = (vec![0f32; p.len()], vec![0f32; b * q]);
+                    let outs = dp.par_chunks_mut(h * q * k).zip(dw.par_chunks_mut(q));
+                    outs.zip(p.par_chunks(h * q * k).zip(w.par_chunks(q)).zip(g.par_chunks(k))).for_each(|((dp, dw), ((p, w), g))| {
+                        // dw sums over h, then k, as candle's broadcast
+                        // backward (a sum over dims 1 and 3, in memory order).
+                        for (dp, p) in dp.chunks_exact_mut(q * k).zip(p.chunks_exact(q * k)) {
+                            for (((dp, p), &w), dw) in dp.chunks_exact_mut(k).zip(p.chunks_exact(k)).zip(w).zip(dw.iter_mut()) {
+                                for ((dp, &p), &g) in dp.iter_mut().zip(p).zip(g) {
+                                    *dp = g * w;
+                                    *dw += g * p;
+                                }
+                            }
+                        }
+                    });
+                    Ok((dp, dw))
+                })
+            })
+        })?;
+        Ok((Some(tensor(dp, probs.shape())?), Some(tensor(dw, w.shape())?)))
+    }
+}
+
+/// The attention each key receives from the queries, weighted per query
+/// and summed over the heads: the token score's numerator (DESIGN §2).
+/// One pass where `probs.broadcast_mul(w)?.sum(2)?.sum(1)?` made a
+/// (b, heads, q, k) product, two reductions and, backward, three more
+/// tensors of that size; the sums run in that version's order, so the
+/// values are its bits.
+///
+/// # Shapes
+/// probs: (b, heads, q, k); w: (b, q) → (b, k)
+pub fn column_sums(probs: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(probs.contiguous()?.apply_op2(&w.contiguous()?, ColumnSums)?)
+}
+
 // ------------------------------------------------------------- dropout
 
 /// Multiplies by a fixed 0/keep mask; the mask is data, not a graph input,

@@ -258,3 +258,18 @@ fn layer_norm_gradients_do_not_depend_on_the_threads() {
         }
     }
 }
+
+#[test]
+fn column_sums_match_the_composed_op_bit_for_bit() {
+    // Several heads, a batch, rows of odd lengths; probabilities and weights in [0, 1].
+    let probs = (random(&[3, 4, 7, 9], 1.0, 11).abs().unwrap() * 0.5).unwrap();
+    let w = random(&[3, 7], 1.0, 12).abs().unwrap();
+    let composed = |t: &[Tensor]| t[0].broadcast_mul(&t[1].reshape((3, 1, 7, 1)).unwrap()).unwrap().sum(2).unwrap().sum(1).unwrap();
+    check(&|t| column_sums(&t[0], &t[1]).unwrap(), &composed, &[probs.clone(), w.clone()], 1e-6);
+    let (y, g) = value_and_grads(&|t| column_sums(&t[0], &t[1]).unwrap(), &[probs.clone(), w.clone()]);
+    let (y_ref, g_ref) = value_and_grads(&composed, &[probs, w]);
+    let bits = |t: &Tensor| flat(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&y), bits(&y_ref), "values");
+    assert_eq!(bits(&g[0]), bits(&g_ref[0]), "gradient of the probabilities");
+    assert_eq!(bits(&g[1]), bits(&g_ref[1]), "gradient of the weights");
+}
