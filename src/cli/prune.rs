@@ -86,6 +86,10 @@ pub struct PruneArgs {
     /// --target-flops (0: the target from the first step).
     #[arg(long, value_name = "SHARE")]
     pub target_warmup: Option<f64>,
+    /// Run the stages' checks, and choose the hard stage's checkpoint, on
+    /// this many training rows set aside (the split's last) instead of dev.
+    #[arg(long, value_name = "ROWS")]
+    pub holdout: Option<usize>,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -151,6 +155,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = args.lagrange_lr { cfg.lagrange_lr = v; }
     if let Some(v) = args.target_warmup { cfg.target_warmup = v; }
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
+    if args.holdout.is_some() { cfg.holdout = args.holdout; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
     if let Some(v) = args.rank_distill { cfg.rank_distill = v; }
@@ -224,7 +229,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if let Some(h) = &r.hard {
         if let Some(best) = h.state.best_metric {
             let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
-            println!("  hard stage best dev (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step);
+            let on = if cfg.holdout.is_some() { "held-out training rows" } else { "dev" };
+            println!("  hard stage best on {on} (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step);
         }
     }
     if !interrupted {

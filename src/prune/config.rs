@@ -86,6 +86,11 @@ pub struct PruneConfig {
     /// Added to the loss in both stages; 0 turns it off.
     pub rank_distill: f64,
     pub eval_limit: Option<usize>,
+    /// Set aside this many training rows (the split's last ones, never
+    /// trained on) and run the stages' checks on them instead of on dev:
+    /// the hard stage's best checkpoint is then chosen without looking at
+    /// the dev set it is reported on. `null`: the checks run on dev.
+    pub holdout: Option<usize>,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
     pub eval_every: usize,
@@ -128,6 +133,7 @@ impl Default for PruneConfig {
             teacher: None,
             rank_distill: 0.0,
             eval_limit: None,
+            holdout: None,
             freeze_word_embeddings: true,
             save_every: 200,
             eval_every: 0,
@@ -180,6 +186,9 @@ impl PruneConfig {
         }
         if self.max_seq_len < 8 || self.max_seq_len > 512 {
             return bad("max_seq_len must be between 8 and 512");
+        }
+        if self.holdout == Some(0) {
+            return bad("holdout must be at least 1 row (or null: the checks run on dev)");
         }
         if !self.prune && !self.reduce {
             return bad("nothing to learn: both prune and reduce are off");

@@ -145,6 +145,7 @@ pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<Finetu
         stop_after: run.stop_after,
         resume: run.resume,
         select_best: true,
+        checks_on: "dev",
     };
     let (n_train, n_dev) = (train.len(), stage.dev.len());
     let outcome = trainer::run(&spec, &mut stage, &train, observer)?;

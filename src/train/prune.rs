@@ -310,6 +310,7 @@ fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, ru
         stop_after: run.stop_after,
         resume: run.resume,
         select_best,
+        checks_on: if cfg.holdout.is_some() { "held-out" } else { "dev" },
     }
 }
 
@@ -400,17 +401,34 @@ fn teacher_pass(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> 
     Ok(Teacher { logits, scores })
 }
 
-/// The training rows: at least `min_tokens` real tokens, then the first `limit`.
-fn load_train(tok: &tokenizers::Tokenizer, cfg: &PruneConfig, task: Task) -> Result<Vec<Encoded>> {
-    if cfg.min_train_tokens == 0 {
-        return load_split(tok, &cfg.data_dir, task, "train", cfg.limit);
+/// The training rows (at least `min_tokens` real tokens, then the first
+/// `limit`) and, with `holdout`, the split's last rows set aside, disjoint
+/// from them.
+fn load_train(tok: &tokenizers::Tokenizer, cfg: &PruneConfig, task: Task) -> Result<(Vec<Encoded>, Option<Vec<Encoded>>)> {
+    if cfg.min_train_tokens == 0 && cfg.holdout.is_none() {
+        return Ok((load_split(tok, &cfg.data_dir, task, "train", cfg.limit)?, None));
     }
     let mut rows = load_split(tok, &cfg.data_dir, task, "train", None)?;
     rows.retain(|e| e.len() >= cfg.min_train_tokens);
+    let held = match cfg.holdout {
+        Some(n) => {
+            let wanted = cfg.limit.map_or(1, |l| l.max(1)) + n;
+            if rows.len() < wanted {
+                return Err(Error::Config(format!(
+                    "holdout: {n} rows set aside and {} to train on need {wanted} training rows, the split has {} (min_train_tokens = {})",
+                    cfg.limit.map_or("at least 1".to_string(), |l| l.to_string()),
+                    rows.len(),
+                    cfg.min_train_tokens
+                )));
+            }
+            Some(rows.split_off(rows.len() - n))
+        }
+        None => None,
+    };
     if let Some(n) = cfg.limit {
         rows.truncate(n);
     }
-    Ok(rows)
+    Ok((rows, held))
 }
 
 pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport> {
@@ -427,8 +445,13 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         crate::config::save_yaml(&soft_dir.join("prune.yaml"), cfg)?;
     }
     let mut soft_stage = load_stage(cfg, &cfg.checkpoint, task, true, &[])?;
-    let train = load_train(&soft_stage.loaded.tokenizer, cfg, task)?;
-    let dev = load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?;
+    let (train, held) = load_train(&soft_stage.loaded.tokenizer, cfg, task)?;
+    // The rows the stages check themselves on: dev, or the held-out rows
+    // (then dev is only reported, by the caller's final simulation).
+    let dev = match held {
+        Some(rows) => rows,
+        None => load_split(&soft_stage.loaded.tokenizer, &cfg.data_dir, task, "dev", cfg.eval_limit)?,
+    };
     if train.is_empty() {
         return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }

@@ -56,6 +56,9 @@ pub struct LoopSpec {
     /// Keep the best-on-dev model at the run root; otherwise the latest
     /// evaluated one (a stage whose dev score is not what it optimises).
     pub select_best: bool,
+    /// What the stage's checks run on, for the progress lines and the
+    /// metrics' eval lines ("dev", or "held-out" training rows).
+    pub checks_on: &'static str,
 }
 
 /// Where the loop stands; saved with every checkpoint.
@@ -201,13 +204,13 @@ fn evaluate_point(spec: &LoopSpec, stage: &mut dyn Stage, st: &mut LoopState, me
         st.best_step = st.global_step;
         st.best = m.clone();
     }
-    let mut line = serde_json::json!({ "kind": "eval", "step": st.global_step, "epoch": st.epoch, "best": improved, "stage": stage.snapshot()? });
+    let mut line = serde_json::json!({ "kind": "eval", "split": spec.checks_on, "step": st.global_step, "epoch": st.epoch, "best": improved, "stage": stage.snapshot()? });
     for (k, v) in &m {
         line[k.as_str()] = (*v).into();
     }
     crate::io::append_json_line(metrics_path, &line)?;
     let shown: Vec<String> = m.iter().filter(|(k, _)| *k != "examples").map(|(k, v)| format!("{k} {v:.4}")).collect();
-    observer.note(&format!("step {}: dev {}{}", st.global_step, shown.join(", "), if improved { " (best, saved)" } else { "" }));
+    observer.note(&format!("step {}: {} {}{}", st.global_step, spec.checks_on, shown.join(", "), if improved { " (best, saved)" } else { "" }));
     Ok(())
 }
 

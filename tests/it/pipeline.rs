@@ -224,6 +224,35 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
 }
 
+/// With a holdout the stages check themselves on training rows set aside,
+/// never trained on, and the dev set is only reported.
+#[test]
+fn a_holdout_replaces_dev_in_the_stages_checks() {
+    let (dir, _, ft) = tiny_finetuned(25, 10);
+    let pr = dir.path().join("pr");
+    let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--lambda", "1.0", "--limit", "64", "--holdout", "24"];
+    let out = cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(64 train examples)") && stdout.contains("hard stage best on held-out training rows"), "{stdout}");
+    for file in ["soft/metrics.jsonl", "metrics.jsonl"] {
+        let evals: Vec<serde_json::Value> = std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").collect();
+        assert!(!evals.is_empty(), "{file} has no checks");
+        for e in &evals {
+            assert_eq!((e["split"].as_str(), e["examples"].as_f64()), (Some("held-out"), Some(24.0)), "{file}: {e}");
+        }
+    }
+    // The final report is still the dev set's (16 rows).
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pr.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["examples"].as_f64(), Some(16.0), "{summary}");
+    // 64 to train on and 40 set aside need 104 of the 96 rows.
+    let e = cp(&["prune", "-q", "--epochs", "1", "--limit", "64", "--holdout", "40"], &[("--checkpoint", &ft), ("--out", &dir.path().join("pr2"))]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("holdout: 40 rows set aside and 64 to train on need 104 training rows, the split has 96"), "{err}");
+    let e = cp(&["prune", "-q", "--holdout", "0"], &[("--checkpoint", &ft), ("--out", &dir.path().join("pr3"))]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("holdout must be at least 1 row"), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
 /// With a warmup the target falls linearly from 1 over the first part of
 /// the soft stage, then holds; the hard stage holds it from its first step.
 #[test]
