@@ -381,12 +381,6 @@ pub fn masked_softmax(x: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
 /// col[b, k] = Σ_h Σ_q probs[b, h, q, k] · w[b, q].
 struct ColumnSums;
 
-impl ColumnSums {
-    fn dims(l: &Layout) -> CResult<(usize, usize, usize, usize)> {
-        l.shape().dims4()
-    }
-}
-
 impl CustomOp2 for ColumnSums {
     fn name(&self) -> &'static str {
         "fused-column-sums"
@@ -394,7 +388,7 @@ impl CustomOp2 for ColumnSums {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (p, w) = (slice(s1, l1)?, slice(s2, l2)?);
-        let (b, h, q, k) = Self::dims(l1)?;
+        let (b, h, q, k) = l1.shape().dims4()?;
         let mut col = vec![0f32; b * k];
         col.par_chunks_mut(k).zip(p.par_chunks(h * q * k).zip(w.par_chunks(q))).for_each(|(col, (p, w))| {
             // Over q into a head's row, then the heads in turn, each from

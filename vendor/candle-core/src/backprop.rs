@@ -180,9 +180,6 @@ impl Tensor {
             // derivatives but these are out of scope at the moment.
             let do_not_detach = CANDLE_GRAD_DO_NOT_DETACH.with(|b| *b);
             let grad = if do_not_detach { grad } else { grad.detach() };
-            // (patched) `accumulate` stores a first gradient as it comes, perhaps a strided view;
-            // the rules below were written for the contiguous sums upstream makes.
-            let grad = if grad.is_contiguous() { grad } else { grad.contiguous()? };
             if let Some(op) = node.op() {
                 match op {
                     Op::Binary(lhs, rhs, BinaryOp::Add) => {
@@ -732,7 +729,9 @@ impl GradStore {
 
     /// Add `grad` to the tensor's gradient, or make it the gradient when there is none yet.
     /// (cipherprune's patch: upstream adds every first contribution to a fresh tensor of
-    /// zeroes, a memset and an addition over every node of the graph, single-threaded.)
+    /// zeroes, a memset and an addition over every node of the graph, single-threaded. A
+    /// strided first contribution is copied, as the sum upstream made was: the rules, and
+    /// scatter_add on a stored gradient, expect contiguous gradients.)
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
@@ -740,7 +739,7 @@ impl GradStore {
                 *entry.get_mut() = sum;
             }
             Entry::Vacant(entry) => {
-                entry.insert(grad.clone());
+                entry.insert(if grad.is_contiguous() { grad.clone() } else { grad.contiguous()? });
             }
         }
         Ok(())
@@ -750,15 +749,7 @@ impl GradStore {
     /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
         let grad = match self.0.entry(tensor.id()) {
-            Entry::Occupied(entry) => {
-                // (patched) `accumulate` may have stored a strided view; scatter_add needs a
-                // contiguous tensor.
-                let grad = entry.into_mut();
-                if !grad.is_contiguous() {
-                    *grad = grad.contiguous()?;
-                }
-                grad
-            }
+            Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let grad = tensor.zeros_like()?;
                 entry.insert(grad)
