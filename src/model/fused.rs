@@ -393,14 +393,16 @@ impl CustomOp2 for ColumnSums {
         col.par_chunks_mut(k).zip(p.par_chunks(h * q * k).zip(w.par_chunks(q))).for_each(|(col, (p, w))| {
             // Over q into a head's row, then the heads in turn, each from
             // 0: the order of candle's `sum(2)` then `sum(1)`.
-            let mut head = vec![0f32; k];
-            for p in p.chunks_exact(q * k) {
-                head.iter_mut().for_each(|s| *s = 0.0);
-                for (p, &w) in p.chunks_exact(k).zip(w) {
-                    head.iter_mut().zip(p).for_each(|(s, &p)| *s += p * w);
+            simd(|| {
+                let mut head = vec![0f32; k];
+                for p in p.chunks_exact(q * k) {
+                    head.iter_mut().for_each(|s| *s = 0.0);
+                    for (p, &w) in p.chunks_exact(k).zip(w) {
+                        head.iter_mut().zip(p).for_each(|(s, &p)| *s += p * w);
+                    }
+                    col.iter_mut().zip(&head).for_each(|(c, &s)| *c += s);
                 }
-                col.iter_mut().zip(&head).for_each(|(c, &s)| *c += s);
-            }
+            })
         });
         Ok((CpuStorage::F32(col), Shape::from((b, k))))
     }
@@ -415,14 +417,21 @@ impl CustomOp2 for ColumnSums {
                     outs.zip(p.par_chunks(h * q * k).zip(w.par_chunks(q)).zip(g.par_chunks(k))).for_each(|((dp, dw), ((p, w), g))| {
                         // dw sums over h, then k, as candle's broadcast
                         // backward (a sum over dims 1 and 3, in memory order).
-                        for (dp, p) in dp.chunks_exact_mut(q * k).zip(p.chunks_exact(q * k)) {
-                            for (((dp, p), &w), dw) in dp.chunks_exact_mut(k).zip(p.chunks_exact(k)).zip(w).zip(dw.iter_mut()) {
-                                for ((dp, &p), &g) in dp.iter_mut().zip(p).zip(g) {
-                                    *dp = g * w;
-                                    *dw += g * p;
+                        // The running sum in a local, the product in a loop of its
+                        // own: a store to dw per element, and the two in one loop,
+                        // had kept this scalar (as long as the softmax's backward).
+                        simd(|| {
+                            for (dp, p) in dp.chunks_exact_mut(q * k).zip(p.chunks_exact(q * k)) {
+                                for (((dp, p), &w), dw) in dp.chunks_exact_mut(k).zip(p.chunks_exact(k)).zip(w).zip(dw.iter_mut()) {
+                                    dp.iter_mut().zip(g).for_each(|(dp, &g)| *dp = g * w);
+                                    let mut s = *dw;
+                                    for (&p, &g) in p.iter().zip(g) {
+                                        s += g * p;
+                                    }
+                                    *dw = s;
                                 }
                             }
-                        }
+                        })
                     });
                     Ok((dp, dw))
                 })

@@ -17,20 +17,23 @@ use crate::fixed::approx::{
 };
 use crate::model::fused::{norm_backward, norm_rows, rows_per_task, simd, slice, tensor, wide, with_data, CResult};
 
-/// 2^−z for an integer-valued z in [0, 126], exactly.
+/// 2^−z for an integer-valued z in [0, 126], exactly: 2^23 + (127 − z) holds
+/// 127 − z in its mantissa bits, which then move to the exponent. Integer
+/// ops only, where `as i32` would stop the loop around it vectorising.
 #[inline(always)]
 fn pow2_neg(z: f32) -> f32 {
-    f32::from_bits(((127 - z as i32) << 23) as u32)
+    f32::from_bits(((127.0 - z + 8_388_608.0).to_bits() - 0x4B00_0000) << 23)
 }
 
 /// e^t for t ≤ 0 as [`super::exp_neg`] computes it, and its derivative in
-/// t with the branch (z) held fixed.
+/// t with the branch (z) held fixed. Branch-free, so that a row's loop over
+/// it runs eight lanes wide.
 #[inline(always)]
 fn exp_neg(t: f32, deg: Degree) -> (f32, f32) {
     let clip = exp_clip(deg).0 as f32;
-    // t ≤ 0, so ⌊−t/ln2⌋ is a truncation (no SSE4.1 floor needed); the
-    // min keeps masked entries (−1e9) inside i32.
-    let z = ((t * -(INV_LN2 as f32)).min(1e6) as i32) as f32;
+    // t ≤ 0, so ⌊−t/ln2⌋ is a truncation; the min keeps masked entries
+    // (−1e9) and NaN finite.
+    let z = (t * -(INV_LN2 as f32)).min(1e6).trunc();
     let alive = z <= clip;
     let zs = if alive { z } else { 0.0 };
     let scale = if alive { pow2_neg(zs) } else { 0.0 };
@@ -64,15 +67,32 @@ fn reciprocal(s: f32, max_log2: u32) -> (f32, f32) {
     (y, dy)
 }
 
-/// One row of one degree: e (masked exponentials) and de/dt into the
-/// buffers, and (1/Σe, its derivative).
+/// The row's maximum, in eight lanes (a maximum does not depend on order).
 #[inline(always)]
-fn row(x: &[f32], deg: Degree, max_log2: u32, e: &mut [f32], de: &mut [f32]) -> (f32, f32) {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0f32;
+fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let x8 = x.chunks_exact(8);
+    let rest = x8.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for x in x8 {
+        for i in 0..8 {
+            lanes[i] = lanes[i].max(x[i]);
+        }
+    }
+    lanes.iter().copied().fold(rest, f32::max)
+}
+
+/// One row of one degree, given its maximum m: e (masked exponentials) and
+/// de/dt into the buffers, and (1/Σe, its derivative). The sum runs in order
+/// in a loop of its own, so the exponentials' loop vectorises and the
+/// result is the same to the bit as one running loop's.
+#[inline(always)]
+fn row(x: &[f32], m: f32, deg: Degree, max_log2: u32, e: &mut [f32], de: &mut [f32]) -> (f32, f32) {
     for ((&x, e), de) in x.iter().zip(e.iter_mut()).zip(de.iter_mut()) {
         (*e, *de) = exp_neg(x - m, deg);
-        s += *e;
+    }
+    let mut s = 0f32;
+    for &e in e.iter() {
+        s += e;
     }
     reciprocal(s, max_log2)
 }
@@ -106,9 +126,10 @@ impl Softmax {
         let [x, e_hi, e_lo, d_hi, d_lo] = row_buffers(&mut buf, k);
         for (r, (raw, y)) in raw.chunks_exact(k).zip(y.chunks_exact_mut(k)).enumerate() {
             self.logits(raw, bias, x);
-            let (r_hi, _) = row(x, Degree::High, max_log2, e_hi, d_hi);
+            let m = row_max(x);
+            let (r_hi, _) = row(x, m, Degree::High, max_log2, e_hi, d_hi);
             if self.blend {
-                let (r_lo, _) = row(x, Degree::Low, max_log2, e_lo, d_lo);
+                let (r_lo, _) = row(x, m, Degree::Low, max_log2, e_lo, d_lo);
                 let wl = w[r % q];
                 for ((y, &hi), &lo) in y.iter_mut().zip(e_hi.iter()).zip(e_lo.iter()) {
                     *y = hi * r_hi * (1.0 - wl) + lo * r_lo * wl;
@@ -130,22 +151,34 @@ impl Softmax {
         let [x, e_hi, e_lo, d_hi, d_lo] = row_buffers(&mut buf, k);
         for (r, ((raw, dx), g)) in raw.chunks_exact(k).zip(draw.chunks_exact_mut(k)).zip(g.chunks_exact(k)).enumerate() {
             self.logits(raw, bias, x);
+            let m = row_max(x);
             let wl = if self.blend { w[r % q] } else { 0.0 };
-            // out = e·R(s): dL/dt = (g·R + R'(s)·Σ g·e)·de/dt.
-            let (r_hi, dr_hi) = row(x, Degree::High, max_log2, e_hi, d_hi);
-            let a_hi: f32 = g.iter().zip(e_hi.iter()).map(|(&g, &e)| g * e).sum::<f32>() * (1.0 - wl);
-            for ((dx, &g), &d) in dx.iter_mut().zip(g).zip(d_hi.iter()) {
-                *dx = (g * (1.0 - wl) * r_hi + dr_hi * a_hi) * d;
-            }
+            // out = e·R(s): dL/dt = (g·R + R'(s)·Σ g·e)·de/dt. The sums run
+            // in order (from −0, as `Sum` does), their chains side by side
+            // in one loop; the element-wise passes vectorise.
+            let (r_hi, dr_hi) = row(x, m, Degree::High, max_log2, e_hi, d_hi);
             if self.blend {
-                let (r_lo, dr_lo) = row(x, Degree::Low, max_log2, e_lo, d_lo);
-                let a_lo: f32 = g.iter().zip(e_lo.iter()).map(|(&g, &e)| g * e).sum::<f32>() * wl;
-                let mut dwl = 0f32;
-                for ((((dx, &g), &d), &lo), &hi) in dx.iter_mut().zip(g).zip(d_lo.iter()).zip(e_lo.iter()).zip(e_hi.iter()) {
-                    *dx += (g * wl * r_lo + dr_lo * a_lo) * d;
+                let (r_lo, dr_lo) = row(x, m, Degree::Low, max_log2, e_lo, d_lo);
+                let (mut a_hi, mut a_lo, mut dwl) = (-0f32, -0f32, 0f32);
+                for ((&g, &hi), &lo) in g.iter().zip(e_hi.iter()).zip(e_lo.iter()) {
+                    a_hi += g * hi;
+                    a_lo += g * lo;
                     dwl += g * (lo * r_lo - hi * r_hi);
                 }
+                let (a_hi, a_lo) = (a_hi * (1.0 - wl), a_lo * wl);
+                for (((dx, &g), &dh), &dl) in dx.iter_mut().zip(g).zip(d_hi.iter()).zip(d_lo.iter()) {
+                    *dx = (g * (1.0 - wl) * r_hi + dr_hi * a_hi) * dh + (g * wl * r_lo + dr_lo * a_lo) * dl;
+                }
                 dw[r % q] += dwl;
+            } else {
+                let mut a_hi = -0f32;
+                for (&g, &hi) in g.iter().zip(e_hi.iter()) {
+                    a_hi += g * hi;
+                }
+                let a_hi = a_hi * (1.0 - wl);
+                for ((dx, &g), &d) in dx.iter_mut().zip(g).zip(d_hi.iter()) {
+                    *dx = (g * (1.0 - wl) * r_hi + dr_hi * a_hi) * d;
+                }
             }
             for (dx, db) in dx.iter_mut().zip(dbias.iter_mut()) {
                 *db += *dx;
