@@ -90,6 +90,11 @@ pub struct PruneArgs {
     /// this many training rows set aside (the split's last) instead of dev.
     #[arg(long, value_name = "ROWS")]
     pub holdout: Option<usize>,
+    /// The hard stage's result is the mean of its weights over the steps
+    /// after this share of it (e.g. 0.5: its second half), not its best
+    /// check: nothing is chosen on dev.
+    #[arg(long, value_name = "SHARE")]
+    pub average_from: Option<f64>,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -156,6 +161,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = args.target_warmup { cfg.target_warmup = v; }
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if args.holdout.is_some() { cfg.holdout = args.holdout; }
+    if args.average_from.is_some() { cfg.average_from = args.average_from; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
     if let Some(v) = args.rank_distill { cfg.rank_distill = v; }
@@ -230,7 +236,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
         if let Some(best) = h.state.best_metric {
             let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
             let on = if cfg.holdout.is_some() { "held-out training rows" } else { "dev" };
-            println!("  hard stage best on {on} (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step);
+            match cfg.average_from {
+                Some(share) => println!("  hard stage result: its weights averaged from {share} of it on, on {on} at the end: main metric {best:.4}, relative work {rw:.3}"),
+                None => println!("  hard stage best on {on} (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step),
+            }
         }
     }
     if !interrupted {

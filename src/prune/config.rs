@@ -91,6 +91,11 @@ pub struct PruneConfig {
     /// the hard stage's best checkpoint is then chosen without looking at
     /// the dev set it is reported on. `null`: the checks run on dev.
     pub holdout: Option<usize>,
+    /// The hard stage's result is the mean of its weights over the steps
+    /// after this share of it (tail averaging), checked and saved as such,
+    /// instead of its best check: nothing is chosen on the set it is
+    /// reported on. In (0, 1); `null`: the best check.
+    pub average_from: Option<f64>,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
     pub eval_every: usize,
@@ -134,6 +139,7 @@ impl Default for PruneConfig {
             rank_distill: 0.0,
             eval_limit: None,
             holdout: None,
+            average_from: None,
             freeze_word_embeddings: true,
             save_every: 200,
             eval_every: 0,
@@ -186,6 +192,11 @@ impl PruneConfig {
         }
         if self.max_seq_len < 8 || self.max_seq_len > 512 {
             return bad("max_seq_len must be between 8 and 512");
+        }
+        if let Some(a) = self.average_from {
+            if !(a > 0.0 && a < 1.0) {
+                return Err(Error::Config(format!("average_from is {a}, not in (0, 1)")));
+            }
         }
         if self.holdout == Some(0) {
             return bad("holdout must be at least 1 row (or null: the checks run on dev)");

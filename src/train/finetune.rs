@@ -146,6 +146,7 @@ pub fn finetune(run: &FinetuneRun, observer: &mut dyn Observer) -> Result<Finetu
         resume: run.resume,
         select_best: true,
         checks_on: "dev",
+        average_from: None,
     };
     let (n_train, n_dev) = (train.len(), stage.dev.len());
     let outcome = trainer::run(&spec, &mut stage, &train, observer)?;

@@ -1,6 +1,7 @@
 //! Training: the shared loop, the optimiser, evaluation, and the stages
 //! (fine-tuning here; threshold learning builds on the same loop).
 
+pub mod average;
 pub mod bench;
 pub mod eval;
 pub mod finetune;

@@ -269,6 +269,10 @@ impl Stage for PruneStage {
         self.thr.restore_from(&dir.join(THRESHOLDS_FILE))
     }
 
+    fn weights(&self) -> Vec<(String, candle_core::Var)> {
+        self.loaded.params.vars().iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+    }
+
     fn snapshot(&self) -> Result<serde_json::Value> {
         let (t, b) = self.thr.values()?;
         Ok(serde_json::json!({ "soft": self.soft, "theta": t, "beta": b, "exponent": self.thr.exponents()? }))
@@ -295,7 +299,9 @@ pub struct PruneReport {
     pub result_dir: PathBuf,
 }
 
-fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, run: &PruneRun, select_best: bool) -> LoopSpec {
+/// The loop of one stage; the hard stage (`hard`) keeps its best check, or
+/// with `average_from` its weights' tail average.
+fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, run: &PruneRun, hard: bool) -> LoopSpec {
     LoopSpec {
         run_dir,
         epochs,
@@ -309,8 +315,10 @@ fn stage_spec(cfg: &PruneConfig, run_dir: PathBuf, epochs: usize, task: Task, ru
         main_metric: task.main_metric().to_string(),
         stop_after: run.stop_after,
         resume: run.resume,
-        select_best,
+        select_best: hard && cfg.average_from.is_none(),
         checks_on: if cfg.holdout.is_some() { "held-out" } else { "dev" },
+        // θ moves in the soft stage, so only the hard stage's weights average.
+        average_from: if hard { cfg.average_from } else { None },
     }
 }
 

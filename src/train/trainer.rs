@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::average::Average;
 use super::eval::Metrics;
 use super::optim::{schedule, AdamW, Group};
 use super::progress::Observer;
@@ -31,6 +32,10 @@ pub trait Stage {
     /// steps (pure in them, so a resumed run sees what an uninterrupted one
     /// would).
     fn begin_step(&mut self, _step: usize, _total: usize) {}
+    /// The weights a tail average covers (`LoopSpec::average_from`).
+    fn weights(&self) -> Vec<(String, candle_core::Var)> {
+        vec![]
+    }
     /// Extra numbers to log at an evaluation point (e.g. per-layer thresholds).
     fn snapshot(&self) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)
@@ -59,6 +64,10 @@ pub struct LoopSpec {
     /// What the stage's checks run on, for the progress lines and the
     /// metrics' eval lines ("dev", or "held-out" training rows).
     pub checks_on: &'static str,
+    /// Average the weights over the steps after this share of the stage
+    /// ([`Average`]): from then on every check, save of the result and the
+    /// result itself are the mean. With it, `select_best` should be off.
+    pub average_from: Option<f64>,
 }
 
 /// Where the loop stands; saved with every checkpoint.
@@ -77,6 +86,9 @@ pub struct Outcome {
     pub interrupted: bool,
     pub seconds: f64,
 }
+
+/// A checkpoint's tail average of the weights, once averaging has started.
+pub const AVERAGE_FILE: &str = "average.safetensors";
 
 pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
@@ -111,6 +123,7 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
     let total = per_epoch * spec.epochs;
     let warmup = ((total as f64) * spec.warmup_ratio).ceil() as usize;
     let mut opt = AdamW::new(stage.groups())?;
+    let mut avg = spec.average_from.map(|share| Average::new(stage.weights(), ((total as f64) * share).floor() as usize));
     let mut st = LoopState::default();
     if spec.resume {
         match latest_checkpoint(&spec.run_dir)? {
@@ -119,6 +132,9 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
                 opt.load(&dir.join("optimizer.safetensors"))?;
                 st = serde_json::from_str(&crate::io::read_to_string(&dir.join("state.json"))?)
                     .map_err(|e| Error::Field { file: dir.join("state.json"), field: "<root>".into(), msg: e.to_string() })?;
+                if let Some(a) = &mut avg {
+                    a.load(&dir.join(AVERAGE_FILE), st.global_step)?;
+                }
                 observer.note(&format!("resuming from {} (step {})", dir.display(), st.global_step));
             }
             None => observer.note("no checkpoint to resume from; starting fresh"),
@@ -150,6 +166,9 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
             let gnorm = opt.step(&grads, lr_scale, Some(spec.max_grad_norm))?;
             st.global_step += 1;
             st.batch_in_epoch += 1;
+            if let Some(a) = &mut avg {
+                a.update(st.global_step)?;
+            }
             for (k, v) in extra {
                 *extra_sums.entry(k).or_default() += v;
             }
@@ -176,10 +195,13 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
                 st.batch_in_epoch = 0;
             }
             if epoch_end || (spec.eval_every > 0 && st.global_step % spec.eval_every == 0) {
-                evaluate_point(spec, stage, &mut st, &metrics_path, observer)?;
+                match &avg {
+                    Some(a) => a.with_mean(|| evaluate_point(spec, stage, &mut st, a.steps(), &metrics_path, observer))?,
+                    None => evaluate_point(spec, stage, &mut st, 0, &metrics_path, observer)?,
+                }
             }
             if epoch_end || st.global_step % spec.save_every == 0 || spec.stop_after == Some(st.global_step) {
-                save_checkpoint(&spec.run_dir, stage, &opt, &st)?;
+                save_checkpoint(&spec.run_dir, stage, &opt, avg.as_ref(), &st)?;
             }
             if spec.stop_after == Some(st.global_step) {
                 observer.end();
@@ -194,7 +216,9 @@ pub fn run(spec: &LoopSpec, stage: &mut dyn Stage, train: &[Encoded], observer: 
     Ok(Outcome { state: st, interrupted: false, seconds: started.elapsed().as_secs_f64() })
 }
 
-fn evaluate_point(spec: &LoopSpec, stage: &mut dyn Stage, st: &mut LoopState, metrics_path: &Path, observer: &mut dyn Observer) -> Result<()> {
+/// Checks the stage (with `averaged` > 0: the mean of that many steps'
+/// weights, which the caller has put in place).
+fn evaluate_point(spec: &LoopSpec, stage: &mut dyn Stage, st: &mut LoopState, averaged: usize, metrics_path: &Path, observer: &mut dyn Observer) -> Result<()> {
     let m = stage.evaluate(observer)?;
     let score = *m.get(&spec.main_metric).ok_or_else(|| Error::Config(format!("metric `{}` not computed", spec.main_metric)))?;
     let improved = !spec.select_best || st.best_metric.is_none_or(|b| score > b);
@@ -205,24 +229,31 @@ fn evaluate_point(spec: &LoopSpec, stage: &mut dyn Stage, st: &mut LoopState, me
         st.best = m.clone();
     }
     let mut line = serde_json::json!({ "kind": "eval", "split": spec.checks_on, "step": st.global_step, "epoch": st.epoch, "best": improved, "stage": stage.snapshot()? });
+    if averaged > 0 {
+        line["averaged_steps"] = averaged.into();
+    }
     for (k, v) in &m {
         line[k.as_str()] = (*v).into();
     }
     crate::io::append_json_line(metrics_path, &line)?;
     let shown: Vec<String> = m.iter().filter(|(k, _)| *k != "examples").map(|(k, v)| format!("{k} {v:.4}")).collect();
-    observer.note(&format!("step {}: {} {}{}", st.global_step, spec.checks_on, shown.join(", "), if improved { " (best, saved)" } else { "" }));
+    let what = if averaged > 0 { format!(" (mean of the last {averaged} steps' weights)") } else { String::new() };
+    observer.note(&format!("step {}: {}{what} {}{}", st.global_step, spec.checks_on, shown.join(", "), if improved { " (best, saved)" } else { "" }));
     Ok(())
 }
 
 /// Writes `checkpoints/step-N/` completely, then points `LATEST` at it, then
 /// removes older ones: a crash at any moment leaves a complete checkpoint.
-fn save_checkpoint(run: &Path, stage: &dyn Stage, opt: &AdamW, st: &LoopState) -> Result<()> {
+fn save_checkpoint(run: &Path, stage: &dyn Stage, opt: &AdamW, avg: Option<&Average>, st: &LoopState) -> Result<()> {
     let root = checkpoints_dir(run);
     let name = format!("step-{:07}", st.global_step);
     let dir = root.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     stage.save(&dir)?;
     opt.save(&dir.join("optimizer.safetensors"))?;
+    if let Some(a) = avg {
+        a.save(&dir.join(AVERAGE_FILE))?;
+    }
     let json = serde_json::to_string_pretty(st).expect("state serialises");
     crate::io::write_atomic(&dir.join("state.json"), json.as_bytes())?;
     crate::io::write_atomic(&root.join("LATEST"), name.as_bytes())?;

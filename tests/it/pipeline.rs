@@ -224,6 +224,35 @@ fn an_interrupted_prune_resumes_to_the_same_thresholds() {
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed weights differ");
 }
 
+/// With `--average-from` the hard stage's result is the mean of its weights
+/// over the steps after that share of it: every check from then on is of
+/// the mean, the result differs from the last iterate, and an interrupted
+/// run resumes to the same bytes.
+#[test]
+fn the_hard_stage_can_average_its_weights() {
+    let (dir, _, ft) = tiny_finetuned(26, 11);
+    let d = dir.path();
+    // 96 rows in batches of 16: 6 steps an epoch, 12 in all; the mean covers steps 7–12.
+    let flags = ["prune", "-q", "--soft-epochs", "0", "--hard-epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--eval-every", "2", "--save-every", "2", "--average-from", "0.5"];
+    let (a, b) = (d.join("a"), d.join("b"));
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]));
+    let checks: Vec<(u64, Option<u64>)> = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").map(|v| (v["step"].as_u64().unwrap(), v["averaged_steps"].as_u64())).collect();
+    assert_eq!(checks, vec![(2, None), (4, None), (6, None), (8, Some(2)), (10, Some(4)), (12, Some(6))]);
+    let bytes = |p: PathBuf| std::fs::read(p).unwrap();
+    let last = a.join("checkpoints/step-0000012");
+    assert!(last.join("average.safetensors").is_file());
+    assert_ne!(bytes(a.join("model.safetensors")), bytes(last.join("model.safetensors")), "the result is the last iterate, not the mean");
+    let mut stop = flags.to_vec();
+    stop.extend(["--stop-after", "9"]);
+    ok(&cp(&stop, &[("--checkpoint", &ft), ("--out", &b)]));
+    let mut resume = flags.to_vec();
+    resume.push("--resume");
+    ok(&cp(&resume, &[("--checkpoint", &ft), ("--out", &b)]));
+    assert_eq!(bytes(a.join("model.safetensors")), bytes(b.join("model.safetensors")), "resumed mean differs");
+    let e = cp(&["prune", "-q", "--average-from", "1.5"], &[("--checkpoint", &ft), ("--out", &d.join("c"))]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("average_from is 1.5, not in (0, 1)"), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
 /// With a holdout the stages check themselves on training rows set aside,
 /// never trained on, and the dev set is only reported.
 #[test]
