@@ -21,6 +21,17 @@ fn ok(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// The command failed and its error says `msg`.
+fn refused(o: &Output, msg: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(msg), "wanted a failure saying {msg:?}, got: {err}");
+}
+
+/// The lines of a run's `metrics.jsonl` of one kind ("train", "eval").
+fn metric_lines(file: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == kind).collect()
+}
+
 /// A tiny model (seed `model_seed`) fine-tuned for one epoch on 96
 /// separable sentences (seed `data_seed`): the directory holding it all,
 /// the data and the run.
@@ -93,7 +104,7 @@ fn finetune_prune_simulate_export_secure_eval() {
     assert!(rw > 0.5 && rw < 0.85, "two layers at keep 0.5: relative work {rw}");
     assert!(kept[1].as_f64() < kept[0].as_f64(), "{kept:?}");
     let e = cp(&["simulate", "--keep-ratio", "0.5,0.5,0.5"], &[("--checkpoint", &pr)]);
-    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--keep-ratio: 3 values for a model of 2 layers"));
+    refused(&e, "--keep-ratio: 3 values for a model of 2 layers");
     // Three work views, always together; FLOPs charge the FFN at the kept
     // tokens, so they fall below relative work once anything is pruned.
     for key in ["relative_flops", "secure_bytes_ratio", "secure_rounds_ratio"] {
@@ -112,7 +123,7 @@ fn finetune_prune_simulate_export_secure_eval() {
     let zs1 = ok(&cp(&["simulate", "--json", "--theta", "0,1", "--exponent", "0"], &[("--checkpoint", &ft)]));
     assert_eq!(zs1["tokens_kept_per_layer"], zs["tokens_kept_per_layer"], "--theta 0,1 is the same ramp");
     let e = cp(&["simulate", "--theta", "0.1", "--exponent", "1.5"], &[("--checkpoint", &ft)]);
-    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--exponent is 1.5, not in [0, 1]"), "{}", String::from_utf8_lossy(&e.stderr));
+    refused(&e, "--exponent is 1.5, not in [0, 1]");
 
     let file = d.join("thresholds.yaml");
     ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));
@@ -145,7 +156,7 @@ fn finetune_prune_simulate_export_secure_eval() {
     let bad = d.join("bad.yaml");
     std::fs::write(&bad, text.replacen("theta_ring: ", "theta_ring: 9", 1)).unwrap();
     let e = cp(&["simulate"], &[("--checkpoint", &pr), ("--thresholds", &bad)]);
-    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("layers[0].theta_ring"), "{}", String::from_utf8_lossy(&e.stderr));
+    refused(&e, "layers[0].theta_ring");
 
     let se = ok(&cp(&["secure-eval", "--json"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
     for key in ["agreement", "simulation", "engine", "flips_per_layer", "overflows", "examples_per_second"] {
@@ -236,7 +247,7 @@ fn the_hard_stage_can_average_its_weights() {
     let flags = ["prune", "-q", "--soft-epochs", "0", "--hard-epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--eval-every", "2", "--save-every", "2", "--average-from", "0.5"];
     let (a, b) = (d.join("a"), d.join("b"));
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &a)]));
-    let checks: Vec<(u64, Option<u64>)> = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").map(|v| (v["step"].as_u64().unwrap(), v["averaged_steps"].as_u64())).collect();
+    let checks: Vec<(u64, Option<u64>)> = metric_lines(&a.join("metrics.jsonl"), "eval").into_iter().map(|v| (v["step"].as_u64().unwrap(), v["averaged_steps"].as_u64())).collect();
     assert_eq!(checks, vec![(2, None), (4, None), (6, None), (8, Some(2)), (10, Some(4)), (12, Some(6))]);
     let bytes = |p: PathBuf| std::fs::read(p).unwrap();
     let last = a.join("checkpoints/step-0000012");
@@ -250,7 +261,7 @@ fn the_hard_stage_can_average_its_weights() {
     ok(&cp(&resume, &[("--checkpoint", &ft), ("--out", &b)]));
     assert_eq!(bytes(a.join("model.safetensors")), bytes(b.join("model.safetensors")), "resumed mean differs");
     let e = cp(&["prune", "-q", "--average-from", "1.5"], &[("--checkpoint", &ft), ("--out", &d.join("c"))]);
-    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("average_from is 1.5, not in (0, 1)"), "{}", String::from_utf8_lossy(&e.stderr));
+    refused(&e, "average_from is 1.5, not in (0, 1)");
 }
 
 /// With a holdout the stages check themselves on training rows set aside,
@@ -265,7 +276,7 @@ fn a_holdout_replaces_dev_in_the_stages_checks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(64 train examples)") && stdout.contains("hard stage best on held-out training rows"), "{stdout}");
     for file in ["soft/metrics.jsonl", "metrics.jsonl"] {
-        let evals: Vec<serde_json::Value> = std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").collect();
+        let evals = metric_lines(&pr.join(file), "eval");
         assert!(!evals.is_empty(), "{file} has no checks");
         for e in &evals {
             assert_eq!((e["split"].as_str(), e["examples"].as_f64()), (Some("held-out"), Some(24.0)), "{file}: {e}");
@@ -276,10 +287,9 @@ fn a_holdout_replaces_dev_in_the_stages_checks() {
     assert_eq!(summary["examples"].as_f64(), Some(16.0), "{summary}");
     // 64 to train on and 40 set aside need 104 of the 96 rows.
     let e = cp(&["prune", "-q", "--epochs", "1", "--limit", "64", "--holdout", "40"], &[("--checkpoint", &ft), ("--out", &dir.path().join("pr2"))]);
-    let err = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && err.contains("holdout: 40 rows set aside and 64 to train on need 104 training rows, the split has 96"), "{err}");
+    refused(&e, "holdout: 40 rows set aside and 64 to train on need 104 training rows, the split has 96");
     let e = cp(&["prune", "-q", "--holdout", "0"], &[("--checkpoint", &ft), ("--out", &dir.path().join("pr3"))]);
-    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("holdout must be at least 1 row"), "{}", String::from_utf8_lossy(&e.stderr));
+    refused(&e, "holdout must be at least 1 row");
 }
 
 /// With a warmup the target falls linearly from 1 over the first part of
@@ -291,7 +301,7 @@ fn a_flops_target_can_warm_up() {
     let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "16", "--target-flops", "0.4", "--target-warmup", "0.5", "--log-every", "1"];
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
     let targets = |file: &str| -> Vec<f64> {
-        std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "train").map(|v| v["flops_target"].as_f64().unwrap()).collect()
+        metric_lines(&pr.join(file), "train").into_iter().map(|v| v["flops_target"].as_f64().unwrap()).collect()
     };
     let soft = targets("soft/metrics.jsonl");
     assert_eq!(soft.len(), 6, "{soft:?}");
@@ -314,7 +324,7 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     let pr = d.join("pr");
     let flags = ["prune", "-q", "--epochs", "1", "--batch-size", "8", "--threshold-lr", "0.2", "--temperature", "0.2", "--target-flops", "0.5", "--lagrange-lr", "0.5", "--score-exponent", "0", "--learn-exponent", "--log-every", "1"];
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(pr.join("soft/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["kind"] == "train").collect();
+    let rows = metric_lines(&pr.join("soft/metrics.jsonl"), "train");
     let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k} in {r}"));
     assert!(rows.len() >= 10, "{} logged steps", rows.len());
     assert!(f(&rows[0], "flops_soft") > 0.5, "θ starts at 0: every token kept, expected FLOPs near 1: {}", rows[0]);
@@ -553,7 +563,7 @@ fn rank_distillation_pulls_every_layers_ranking_towards_the_teachers() {
     let flags = ["prune", "-q", "--soft-epochs", "3", "--hard-epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--temperature", "0.01", "--lambda", "0.1", "--rank-distill", "5", "--log-every", "1"];
     ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &pr)]));
     let rank = |file: &str| -> Vec<f64> {
-        std::fs::read_to_string(pr.join(file)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "train").map(|v| v["rank_loss"].as_f64().unwrap_or_else(|| panic!("no rank_loss in {v}"))).collect()
+        metric_lines(&pr.join(file), "train").into_iter().map(|v| v["rank_loss"].as_f64().unwrap_or_else(|| panic!("no rank_loss in {v}"))).collect()
     };
     let soft = rank("soft/metrics.jsonl");
     assert!(soft.len() >= 12, "{} logged steps", soft.len());
