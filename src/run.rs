@@ -103,6 +103,8 @@ pub struct ThresholdSet {
     pub theta: Vec<f64>,
     pub beta: Vec<f64>,
     pub exponent: Vec<f64>,
+    /// Pruned tokens become one kept token, their mean.
+    pub merge: bool,
 }
 
 /// Which run, and which examples.
@@ -155,8 +157,7 @@ impl Run {
         }
         let model = Bert::new(&loaded.cfg, &loaded.params, Some(k))?;
         let weights_sha256 = sha256_file(&loaded.files.weights)?;
-        let own = info.prune.as_ref().map(|c| c.score_exponent);
-        let thresholds = load_thresholds(checkpoint, spec.thresholds.as_deref(), &loaded, task, &weights_sha256, own)?;
+        let thresholds = load_thresholds(checkpoint, spec.thresholds.as_deref(), &loaded, task, &weights_sha256, info.prune.as_ref())?;
         let split = if spec.split.is_empty() { "dev" } else { &spec.split };
         let data = load_split(&loaded.tokenizer, &data_dir, task, split, spec.limit)?;
         Ok(Run { loaded, model, task, data, max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
@@ -174,14 +175,14 @@ impl Run {
         let learned = |f: fn(&PruneConfig) -> bool| self.prune_cfg.as_ref().is_none_or(f);
         let (want_theta, want_beta) = (!ab.no_prune && learned(|c| c.prune), !ab.no_reduce && learned(|c| c.reduce));
         let masking = match (&self.thresholds, want_theta || want_beta) {
-            (_, false) => Masking::Hard { theta: None, beta: None, exponent: None },
+            (_, false) => Masking::Hard { theta: None, beta: None, exponent: None, merge: false },
             (None, true) => {
                 return Err(Error::Config(format!(
                     "`{}` has no thresholds ({THRESHOLDS_FILE}): run `prune` first, pass --thresholds or --theta, or simulate with --no-prune --no-reduce",
                     self.loaded.files.dir.display()
                 )))
             }
-            (Some(t), true) => Masking::Hard { theta: want_theta.then(|| t.theta.clone()), beta: want_beta.then(|| t.beta.clone()), exponent: Some(t.exponent.clone()) },
+            (Some(t), true) => Masking::Hard { theta: want_theta.then(|| t.theta.clone()), beta: want_beta.then(|| t.beta.clone()), exponent: Some(t.exponent.clone()), merge: t.merge },
         };
         Ok(Plan { numerics: Numerics::Approx, masking, physical })
     }
@@ -206,12 +207,12 @@ pub fn engine_model(loaded: &Loaded, ring: crate::fixed::Ring) -> Result<crate::
 /// alone.
 pub fn secure_cost(model: &crate::secure::bert::EngineModel, plan: &Plan, shapes: &[crate::prune::simulate::ExampleShape]) -> crate::mpc::estimate::SecureCost {
     use crate::mpc::estimate::{layer_switches, secure_ratios, Protocol};
-    let (prune, reduce) = match &plan.masking {
-        Masking::Hard { theta, beta, .. } => (theta.is_some(), beta.is_some() && plan.numerics == Numerics::Approx),
-        Masking::Ratio { .. } => (true, false),
-        _ => (false, false),
+    let (prune, reduce, merge) = match &plan.masking {
+        Masking::Hard { theta, beta, merge, .. } => (theta.is_some(), beta.is_some() && plan.numerics == Numerics::Approx, *merge),
+        Masking::Ratio { .. } => (true, false, false),
+        _ => (false, false, false),
     };
-    let switches = layer_switches(model.num_layers(), prune, reduce);
+    let switches = layer_switches(model.num_layers(), prune, reduce, merge);
     let proto = Protocol { truncation: crate::fixed::Truncation::Exact, compaction: crate::mpc::sort::Compaction::Shuffle, suite: Default::default() };
     secure_ratios(model, &switches, proto, shapes)
 }
@@ -235,12 +236,12 @@ pub fn engine_check(run: &Run, plan: &Plan, sim: &crate::prune::simulate::SimRep
     use crate::secure::run::{run_all, EngineInput};
     let w = engine_weights(&run.loaded)?;
     let model = crate::secure::bert::EngineModel::from_weights(&w, &ring);
-    let (thetas, betas, exponents) = match &plan.masking {
-        Masking::Hard { theta, beta, exponent } => (theta.clone(), beta.clone(), exponent.clone()),
-        Masking::Off => (None, None, None),
+    let (thetas, betas, exponents, merge) = match &plan.masking {
+        Masking::Hard { theta, beta, exponent, merge } => (theta.clone(), beta.clone(), exponent.clone(), *merge),
+        Masking::Off => (None, None, None, false),
         _ => return Err(Error::Config("the engine runs thresholds, not keep-ratio schedules".into())),
     };
-    let ecfg = EngineConfig { ring, truncation: crate::fixed::Truncation::Exact, thetas, betas, exponents };
+    let ecfg = EngineConfig { ring, truncation: crate::fixed::Truncation::Exact, thetas, betas, exponents, merge };
     let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
     let results = run_all(&w, &model, &ecfg, &inputs, progress).map_err(|e| Error::Model(e.to_string()))?;
     let labels: Vec<f32> = run.data.iter().map(|e| e.label).collect();
@@ -278,7 +279,7 @@ pub fn ratio_plan(keep: &[f64], layers: usize, physical: bool) -> Result<Plan> {
 pub fn zero_shot_plan(theta: &[f64], exponent: f64, layers: usize, physical: bool) -> Result<Plan> {
     let theta = per_layer(theta, layers, "--theta", |t| t.is_finite() && t >= 0.0, "a non-negative number")?;
     check_exponent(exponent, "--exponent")?;
-    Ok(Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta), beta: None, exponent: Some(vec![exponent; layers]) }, physical })
+    Ok(Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta), beta: None, exponent: Some(vec![exponent; layers]), merge: false }, physical })
 }
 
 /// LTP's ramp: θ_l = θ_final · l / L (no pruning in layer 0).
@@ -298,13 +299,14 @@ pub fn check_exponent(p: f64, what: &str) -> Result<()> {
 /// The thresholds of a run: from `file` (checked against the model, the
 /// task and the run's own p when it has one) or the run's own
 /// `thresholds.safetensors`; `None` when it has neither.
-pub fn load_thresholds(checkpoint: &Path, file: Option<&Path>, loaded: &Loaded, task: Task, weights_sha256: &str, own_exponent: Option<f64>) -> Result<Option<ThresholdSet>> {
+pub fn load_thresholds(checkpoint: &Path, file: Option<&Path>, loaded: &Loaded, task: Task, weights_sha256: &str, own_cfg: Option<&PruneConfig>) -> Result<Option<ThresholdSet>> {
+    let own_exponent = own_cfg.map(|c| c.score_exponent);
     let own = checkpoint.join(THRESHOLDS_FILE);
     let own = if own.is_file() {
         let t = Thresholds::new(loaded.cfg.num_hidden_layers, 0.0, 1.0)?;
         t.restore_from(&own)?;
         let (theta, beta) = t.values()?;
-        Some(ThresholdSet { theta, beta, exponent: t.exponents()? })
+        Some(ThresholdSet { theta, beta, exponent: t.exponents()?, merge: own_cfg.is_some_and(|c| c.merge) })
     } else {
         None
     };
@@ -326,5 +328,5 @@ pub fn load_thresholds(checkpoint: &Path, file: Option<&Path>, loaded: &Loaded, 
             });
         }
     }
-    Ok(Some(ThresholdSet { theta: tf.thetas(), beta: tf.betas(), exponent: p }))
+    Ok(Some(ThresholdSet { theta: tf.thetas(), beta: tf.betas(), exponent: p, merge: tf.merge }))
 }

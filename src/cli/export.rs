@@ -73,7 +73,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // A stage that was switched off exports thresholds that never fire.
     let theta: Vec<f64> = if pc.prune { theta } else { vec![0.0; theta.len()] };
     let beta: Vec<f64> = if pc.reduce { beta } else { theta.clone() };
-    let file = ThresholdFile::new(model, run.task.name(), pc.temperature, ring, &theta, &beta, &t.exponent, measured);
+    let file = ThresholdFile::new(model, run.task.name(), pc.temperature, ring, &theta, &beta, &t.exponent, measured).with_merge(t.merge);
     file.save(&args.out)?;
     println!("wrote {} ({} layers, ring {}/{})", args.out.display(), theta.len(), ring.bits(), ring.frac());
     if let Some(m) = &file.measured {

@@ -95,6 +95,11 @@ pub struct PruneArgs {
     /// check: nothing is chosen on dev.
     #[arg(long, value_name = "SHARE")]
     pub average_from: Option<f64>,
+    /// Fold the tokens each layer prunes into one kept token, their
+    /// score-weighted mean, instead of dropping them (hard stage and
+    /// simulation only; the engine refuses such a run).
+    #[arg(long)]
+    pub merge: bool,
     /// Skip training rows shorter than this many tokens (thresholds are
     /// absolute scores, which scale as 1/length).
     #[arg(long)]
@@ -162,6 +167,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if let Some(v) = args.min_train_tokens { cfg.min_train_tokens = v; }
     if args.holdout.is_some() { cfg.holdout = args.holdout; }
     if args.average_from.is_some() { cfg.average_from = args.average_from; }
+    if args.merge { cfg.merge = true; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
     if let Some(v) = args.rank_distill { cfg.rank_distill = v; }

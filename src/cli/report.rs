@@ -11,7 +11,8 @@ pub fn mode_name(plan: &Plan) -> &'static str {
     match (&plan.numerics, &plan.masking) {
         (Numerics::Exact, _) => "exact",
         (_, Masking::Ratio { .. }) => "approximations + fixed keep-ratio schedule",
-        (_, Masking::Hard { theta: Some(_), beta: None, exponent: Some(_) }) => "approximations + pruning",
+        (_, Masking::Hard { theta: Some(_), beta: None, merge: true, .. }) => "approximations + pruning (merged)",
+        (_, Masking::Hard { theta: Some(_), beta: Some(_), merge: true, .. }) => "approximations + pruning (merged) + reduction",
         (_, Masking::Hard { theta: None, beta: None, .. }) | (_, Masking::Off) => "high-degree approximations",
         (_, Masking::Hard { theta: Some(_), beta: None, .. }) => "approximations + pruning",
         (_, Masking::Hard { theta: None, beta: Some(_), .. }) => "approximations + reduction",

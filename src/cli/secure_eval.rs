@@ -133,16 +133,16 @@ pub fn run(args: SecureEvalArgs) -> Result<()> {
     let exact = simulate(&run.model, &run.plan(Ablation { exact: true, ..Default::default() }, false)?, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
     let plan = run.plan(Ablation::default(), true)?;
     let sim = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(quiet))?;
-    let (thetas, betas, exponents) = match &plan.masking {
-        Masking::Hard { theta, beta, exponent } => (theta.clone(), beta.clone(), exponent.clone()),
-        _ => (None, None, None),
+    let (thetas, betas, exponents, merge) = match &plan.masking {
+        Masking::Hard { theta, beta, exponent, merge } => (theta.clone(), beta.clone(), exponent.clone(), *merge),
+        _ => (None, None, None, false),
     };
 
     let weights = engine_weights(&run.loaded)?;
     let model = EngineModel::from_weights(&weights, &ring);
     let inputs: Vec<EngineInput> = run.data.iter().map(|e| EngineInput { ids: &e.input_ids, type_ids: &e.type_ids }).collect();
-    let pruned_cfg = EngineConfig { ring, truncation, thetas, betas, exponents };
-    let unpruned_cfg = EngineConfig { thetas: None, betas: None, ..pruned_cfg.clone() };
+    let pruned_cfg = EngineConfig { ring, truncation, thetas, betas, exponents, merge };
+    let unpruned_cfg = EngineConfig { thetas: None, betas: None, merge: false, ..pruned_cfg.clone() };
     let started = Instant::now();
     let pb = bar(quiet, inputs.len(), "engine");
     let pruned = run_all(&weights, &model, &pruned_cfg, &inputs, &|_| pb.inc(1))?;

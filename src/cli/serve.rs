@@ -136,12 +136,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let (info, loaded) = load(&args.checkpoint, 128)?;
     let task = Task::from_name(&info.task(&None)?)?;
     let sha = sha256_file(&loaded.files.weights)?;
-    let own_p = info.prune.as_ref().map(|c| c.score_exponent);
-    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha, own_p)? };
+    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha, info.prune.as_ref())? };
     let (prune, reduce) = info.prune.as_ref().map_or((true, true), |c| (c.prune, c.reduce));
-    let (thetas, betas, exponents) = match thr {
-        Some(t) => (prune.then_some(t.theta), reduce.then_some(t.beta), Some(t.exponent)),
-        None => (None, None, None),
+    let (thetas, betas, exponents, merge) = match thr {
+        Some(t) => (prune.then_some(t.theta), reduce.then_some(t.beta), Some(t.exponent), t.merge),
+        None => (None, None, None, false),
     };
     let weights = engine_weights(&loaded)?;
     let model = EngineModel::from_weights(&weights, &ring);
@@ -150,7 +149,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         TruncMode::Exact => cipherprune::fixed::Truncation::Exact,
         TruncMode::Probabilistic => cipherprune::fixed::Truncation::Probabilistic { seed: 0 },
     };
-    let cfg = EngineConfig { ring, truncation, thetas, betas, exponents };
+    let cfg = EngineConfig { ring, truncation, thetas, betas, exponents, merge };
     let thresholds = LayerThresholds::from_config(&cfg, layers);
     let public = ServerInfo {
         protocol: PROTOCOL.into(),
@@ -163,6 +162,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         suite: args.suite,
         prune: thresholds.iter().map(|t| t.theta.is_some()).collect(),
         reduce: thresholds.iter().map(|t| t.beta.is_some()).collect(),
+        merge: thresholds.iter().map(|t| t.merge).collect(),
     };
     let server = ServerModel::new(model, thresholds, public);
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -56,6 +56,12 @@ pub struct SimArgs {
     /// 0 the relative score (mean 1).
     #[arg(long, default_value_t = 1.0, value_name = "P")]
     pub exponent: f64,
+    /// Fold the tokens each layer prunes into one kept token (their
+    /// score-weighted mean) instead of dropping them, as `prune --merge`
+    /// does: measures merging on thresholds learned without it. The secure
+    /// cost shown leaves out the merge's own protocol cost.
+    #[arg(long, conflicts_with_all = ["exact", "no_prune", "keep_ratio"])]
+    pub merge: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +77,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         (_, _, Some(x)) => zero_shot_plan(&theta_ramp(x, layers), args.exponent, layers, physical)?,
         _ => run.plan(Ablation { exact: args.exact, no_prune: args.no_prune, no_reduce: args.no_reduce }, physical)?,
     };
+    let plan = if args.merge { plan.merging()? } else { plan };
     let r = simulate(&run.model, &plan, run.task, &run.data, 64, run.max_seq_len, &mut Bars::new(args.json))?;
     let secure = (plan.numerics == Numerics::Approx).then(|| -> Result<SecureCost> { Ok(secure_cost(&engine_model(&run.loaded, Ring::BOLT)?, &plan, &r.shapes)) }).transpose()?;
     let mode = mode_name(&plan);

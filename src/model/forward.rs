@@ -46,7 +46,12 @@ pub enum Masking {
     Soft { theta: Tensor, beta: Tensor, exponent: Option<Tensor>, temperature: f64, cumulative: bool, per_input: bool },
     /// Inference: per-layer thresholds; `None` turns pruning or reduction
     /// off. `exponent`: each layer's p, `None` for p = 1 everywhere.
-    Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>>, exponent: Option<Vec<f64>> },
+    /// `merge`: the tokens a layer prunes are not dropped but folded into
+    /// one kept token, their mean after attention (ToMe's merging; a plain
+    /// mean, not an attention-weighted one, because the protocol gets it
+    /// without a message: all rows' sum less the kept rows', times the
+    /// public 1/count), which sits at the first pruned position.
+    Hard { theta: Option<Vec<f64>>, beta: Option<Vec<f64>>, exponent: Option<Vec<f64>>, merge: bool },
     /// The baseline that learned thresholds are judged against: a fixed
     /// schedule ranking by the same score. After layer l each input keeps
     /// its round(keep[l] · n) highest-scoring live tokens ([CLS] always, at
@@ -67,6 +72,15 @@ impl Plan {
     pub fn exact() -> Self {
         Plan { numerics: Numerics::Exact, masking: Masking::Off, physical: false }
     }
+
+    /// The same plan with pruned tokens merged instead of dropped; only
+    /// thresholds that prune can merge.
+    pub fn merging(self) -> Result<Self> {
+        match self.masking {
+            Masking::Hard { theta: Some(theta), beta, exponent, .. } => Ok(Plan { masking: Masking::Hard { theta: Some(theta), beta, exponent, merge: true }, ..self }),
+            _ => Err(Error::Config("merging needs pruning thresholds (a pruned run, --theta or --theta-ramp)".into())),
+        }
+    }
 }
 
 /// What one layer did to each example of the batch.
@@ -79,6 +93,9 @@ pub struct LayerTrace {
     pub kept: Vec<Vec<usize>>,
     /// How many kept tokens were reduced, per example.
     pub reduced: Vec<usize>,
+    /// Per example: is one of `kept` the merge of the pruned tokens? Empty
+    /// when the plan does not merge.
+    pub merged: Vec<bool>,
 }
 
 pub struct ForwardOutput {
@@ -161,6 +178,7 @@ impl Bert {
             let mut w_low: Option<Tensor> = None;
             let mut out_scale: Option<Tensor> = None;
             let mut score = None;
+            let mut merge: Option<(Tensor, Tensor)> = None; // (slot, weight), (b, seq) each
             if !matches!(plan.masking, Masking::Off) {
                 let weight = soft_live.as_ref().unwrap_or(&live);
                 let n = weight.sum_keepdim(1)?; // (b, 1)
@@ -224,7 +242,18 @@ impl Bert {
                         (keep, reduced)
                     }
                 };
-                let keep_v = hard_keep.to_vec2::<f32>()?;
+                let mut keep_v = hard_keep.to_vec2::<f32>()?;
+                let mut hard_keep = hard_keep;
+                let mut merged_flags = vec![];
+                if matches!(plan.masking, Masking::Hard { theta: Some(_), merge: true, .. }) {
+                    let (slot, weight, flags) = merge_slots(&live, &mut keep_v)?;
+                    merged_flags = flags;
+                    hard_keep = (hard_keep + &slot)?;
+                    if let Some(last) = keep_masks.last_mut() {
+                        *last = hard_keep.clone();
+                    }
+                    merge = Some((slot, weight));
+                }
                 let red_v = reduced.sum(1)?.to_vec1::<f32>()?;
                 let orig = |j: usize| if plan.physical { positions[j] } else { j };
                 let kept: Vec<Vec<usize>> = keep_v.iter().map(|row| row.iter().enumerate().filter(|(_, &k)| k > 0.5).map(|(j, _)| orig(j)).collect()).collect();
@@ -232,6 +261,7 @@ impl Bert {
                     entering: live.sum(1)?.to_vec1::<f32>()?.iter().map(|&v| v.round() as usize).collect(),
                     kept,
                     reduced: red_v.iter().map(|&v| v.round() as usize).collect(),
+                    merged: merged_flags,
                 });
                 if matches!(plan.masking, Masking::Hard { theta: Some(_), .. } | Masking::Ratio { .. }) {
                     if plan.physical {
@@ -252,6 +282,9 @@ impl Bert {
             let p = self.dropout_p(&probs, self.cfg.attention_probs_dropout_prob, ctx)?;
             let a = self.dropout(&layer.attn_out.forward(&self.merge_heads(&fused::batched_matmul(&p, &v, false)?)?)?, ctx)?;
             let mut z = (a + &x)?;
+            if let Some((slot, weight)) = &merge {
+                z = merged(&z, slot, weight)?;
+            }
             if let Some(idx) = &keep_idx {
                 z = gather(&z, idx)?;
                 live = gather(&live, idx)?;
@@ -292,6 +325,40 @@ impl Bert {
     }
 }
 
+/// Where each example's merged token goes and what it averages: the
+/// first live position this layer prunes becomes a kept slot (added to
+/// `keep`), and the weights are 1 on the pruned tokens. (b, seq) each,
+/// and per example whether it has a slot (not if it prunes nothing).
+fn merge_slots(live: &Tensor, keep: &mut [Vec<f32>]) -> Result<(Tensor, Tensor, Vec<bool>)> {
+    let (b, seq) = live.dims2()?;
+    let lv = live.to_vec2::<f32>()?;
+    let mut slot = vec![0f32; b * seq];
+    let mut pruned = vec![0f32; b * seq];
+    for (i, (alive, kept)) in lv.iter().zip(keep.iter_mut()).enumerate() {
+        let gone: Vec<usize> = (0..seq).filter(|&j| alive[j] > 0.5 && kept[j] < 0.5).collect();
+        for &j in &gone {
+            pruned[i * seq + j] = 1.0;
+        }
+        if let Some(&j) = gone.first() {
+            slot[i * seq + j] = 1.0;
+            kept[j] = 1.0;
+        }
+    }
+    let flags = slot.chunks(seq.max(1)).map(|row| row.contains(&1.0)).collect();
+    let slot = Tensor::from_vec(slot, (b, seq), live.device())?;
+    let weight = Tensor::from_vec(pruned, (b, seq), live.device())?;
+    Ok((slot, weight, flags))
+}
+
+/// `z` (b, seq, d) with each example's slot row replaced by the
+/// `weight`-weighted mean of its rows.
+fn merged(z: &Tensor, slot: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let total = weight.sum_keepdim(1)?.clamp(1e-12f32, f32::MAX)?; // (b, 1)
+    let mean = weight.broadcast_div(&total)?.unsqueeze(1)?.matmul(&z.contiguous()?)?; // (b, 1, d)
+    let slot = slot.unsqueeze(2)?;
+    Ok((z.broadcast_mul(&slot.affine(-1.0, 1.0)?)? + slot.broadcast_mul(&mean)?)?)
+}
+
 /// Keep mask (b, seq) of the round(share · n) live tokens with the highest
 /// scores per row, [CLS] first and always; ties go to the earlier position.
 fn top_share(s: &Tensor, live: &Tensor, share: f64) -> Result<Tensor> {
@@ -309,4 +376,28 @@ fn top_share(s: &Tensor, live: &Tensor, share: f64) -> Result<Tensor> {
         out.extend(keep);
     }
     Ok(Tensor::from_vec(out, s.dims2()?, s.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merged_row_is_the_pruned_rows_mean_and_the_rest_stay() {
+        let dev = Device::Cpu;
+        // One example, four live tokens, two dimensions; layer keeps 0 and 2.
+        let z = Tensor::new(&[[[1f32, 2.], [3., 5.], [7., 11.], [13., 17.]]], &dev).unwrap();
+        let live = Tensor::new(&[[1f32, 1., 1., 1.], [1., 1., 1., 0.]], &dev).unwrap();
+        let mut keep = vec![vec![1f32, 0., 1., 0.], vec![1., 1., 1., 0.]];
+        let (slot, weight, flags) = merge_slots(&live, &mut keep).unwrap();
+        assert_eq!(keep, vec![vec![1f32, 1., 1., 0.], vec![1., 1., 1., 0.]]);
+        assert_eq!(slot.to_vec2::<f32>().unwrap(), vec![vec![0f32, 1., 0., 0.], vec![0.; 4]]);
+        assert_eq!(flags, vec![true, false], "the second example prunes nothing: no merged token");
+        let out = merged(&z, &slot.narrow(0, 0, 1).unwrap(), &weight.narrow(0, 0, 1).unwrap()).unwrap().to_vec3::<f32>().unwrap();
+        // The mean of rows 1 and 3.
+        let want = [(3. + 13.) / 2., (5. + 17.) / 2.];
+        assert!((out[0][1][0] - want[0]).abs() < 1e-5 && (out[0][1][1] - want[1]).abs() < 1e-5, "{:?}", out[0][1]);
+        assert_eq!(out[0][0], vec![1f32, 2.]);
+        assert_eq!(out[0][2], vec![7f32, 11.]);
+    }
 }

@@ -62,12 +62,12 @@ pub fn shape_estimate(name: &str, tokens: usize, suite: Suite) -> ShapeEstimate 
         crate::secure::bert::forward_on(&mut b, &model, thr, x, n);
         (b.cost, b.rounds_by, b.pools)
     };
-    let full = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
+    let full = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers], merged: vec![] };
     let (cost, rounds_by, pools) = run(&full, &vec![LayerThresholds::default(); layers]);
     let schedule = paper_schedule(layers, n);
     let kept: Vec<usize> = (0..layers).map(|l| schedule.get(l + 1).copied().unwrap_or(schedule[l])).collect();
-    let pruned = ExampleShape { real: n, entering: schedule.clone(), reduced: kept.iter().map(|k| k / 2).collect(), kept };
-    let (p, pruned_by, _) = run(&pruned, &layer_switches(layers, true, true));
+    let pruned = ExampleShape { real: n, entering: schedule.clone(), reduced: kept.iter().map(|k| k / 2).collect(), kept, merged: vec![] };
+    let (p, pruned_by, _) = run(&pruned, &layer_switches(layers, true, true, false));
     let fss: Vec<_> = pools.iter().filter(|(k, _)| k.is_fss()).collect();
     ShapeEstimate {
         shape: name.into(),
@@ -268,6 +268,7 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
             thetas: Some((0..layers).map(|j| if j < l { thetas[j] } else { 0.0 }).collect()),
             betas: Some((0..layers).map(|j| if j < l { betas[j] } else { 0.0 }).collect()),
             exponents: Some(vec![p; layers]),
+            merge: false,
         };
         let r = forward(model, &cfg, emb, n, 0);
         let live = r.scores_ring[l].len();
@@ -284,7 +285,7 @@ pub fn calibrate(model: &EngineModel, ring: Ring, emb: &[f32], n: usize, schedul
         let b = cut(&mut kept, keep_high, live).max(t);
         betas[l] = b as f64 / s;
     }
-    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![p; layers]) };
+    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![p; layers]), merge: false };
     let reached = forward(model, &cfg, emb, n, 0).live_per_layer.iter().map(|v| v.len()).collect();
     (thetas, betas, reached)
 }
@@ -339,8 +340,8 @@ pub fn shape_run(name: &str, tokens: usize, compaction: Compaction, suite: Suite
     let mut out = Vec::new();
     let mut identical = true;
     for (what, cfg) in [
-        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![exponent; layers]) }),
-        ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None }),
+        ("pruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(thetas.clone()), betas: Some(betas.clone()), exponents: Some(vec![exponent; layers]), merge: false }),
+        ("unpruned", EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None, merge: false }),
     ] {
         progress(what);
         let engine = forward(&model, &cfg, &emb, tokens, 0);

@@ -68,7 +68,7 @@ pub fn online_cost(model: &EngineModel, thresholds: &[LayerThresholds], proto: P
 /// The unpruned model's online cost on `n` tokens.
 pub fn unpruned_cost(model: &EngineModel, proto: Protocol, n: usize) -> OnlineCost {
     let layers = model.num_layers();
-    let shape = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers] };
+    let shape = ExampleShape { real: n, entering: vec![n; layers], kept: vec![n; layers], reduced: vec![0; layers], merged: vec![] };
     online_cost(model, &vec![LayerThresholds::default(); layers], proto, &shape)
 }
 
@@ -114,12 +114,13 @@ pub fn engine_shapes(results: &[crate::secure::bert::ForwardResult], real: impl 
         .map(|(r, n)| {
             let kept: Vec<usize> = r.kept_per_layer.iter().map(Vec::len).collect();
             let entering = std::iter::once(n).chain(kept.iter().copied()).take(kept.len()).collect();
-            ExampleShape { real: n, entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect() }
+            let merged = if r.merged_per_layer.contains(&true) { r.merged_per_layer.clone() } else { vec![] };
+            ExampleShape { real: n, entering, kept, reduced: r.reduced_per_layer.iter().map(Vec::len).collect(), merged }
         })
         .collect()
 }
 
 /// Whether each layer prunes or reduces, as the cost model needs it.
-pub fn layer_switches(layers: usize, prune: bool, reduce: bool) -> Vec<LayerThresholds> {
-    vec![LayerThresholds { theta: prune.then_some(0), beta: reduce.then_some(0), ..Default::default() }; layers]
+pub fn layer_switches(layers: usize, prune: bool, reduce: bool, merge: bool) -> Vec<LayerThresholds> {
+    vec![LayerThresholds { theta: prune.then_some(0), beta: reduce.then_some(0), merge: prune && merge, ..Default::default() }; layers]
 }

@@ -1,6 +1,6 @@
 //! The cost computed from shapes against the bytes and rounds the real
 //! protocol measures: equal, for every compaction, both truncations,
-//! several p, pruned and unpruned.
+//! several p, pruned (tokens dropped or merged) and unpruned.
 
 use super::estimate::{online_cost, unpruned_cost, OnlineCost, Protocol};
 use super::session::run_in_process;
@@ -26,20 +26,24 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut pruned_somewhere = false;
     let mut reduced_somewhere = false;
+    let mut merged_somewhere = false;
     let cases = [
-        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 1.0, Suite::AndTree),
-        (Ring::BOLT, Truncation::Exact, Compaction::Swap, 0.5, Suite::AndTree),
-        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::AndTree),
-        (Ring::CRYPTEN, Truncation::Probabilistic { seed: 1 }, Compaction::Shuffle, 0.0, Suite::AndTree),
-        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 0.5, Suite::Fss),
-        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::Fss),
-        (Ring::CRYPTEN, Truncation::Exact, Compaction::Swap, 1.0, Suite::Fss),
+        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 1.0, Suite::AndTree, false),
+        (Ring::BOLT, Truncation::Exact, Compaction::Swap, 0.5, Suite::AndTree, false),
+        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::AndTree, false),
+        (Ring::CRYPTEN, Truncation::Probabilistic { seed: 1 }, Compaction::Shuffle, 0.0, Suite::AndTree, false),
+        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 0.5, Suite::Fss, false),
+        (Ring::BOLT, Truncation::Exact, Compaction::Bitonic, 1.0, Suite::Fss, false),
+        (Ring::CRYPTEN, Truncation::Exact, Compaction::Swap, 1.0, Suite::Fss, false),
+        (Ring::BOLT, Truncation::Exact, Compaction::Shuffle, 1.0, Suite::AndTree, true),
+        (Ring::BOLT, Truncation::Exact, Compaction::Swap, 0.5, Suite::Fss, true),
+        (Ring::CRYPTEN, Truncation::Probabilistic { seed: 1 }, Compaction::Bitonic, 1.0, Suite::Fss, true),
     ];
-    for (i, (ring, truncation, compaction, p, suite)) in cases.into_iter().enumerate() {
+    for (i, (ring, truncation, compaction, p, suite, merge)) in cases.into_iter().enumerate() {
         let m = EngineModel::from_weights(&w, &ring);
         // p rescales the bound: θ·n^(1-p) keeps the same share of tokens.
         let scale = |t: f64| t * 9f64.powf(1.0 - p);
-        let cfg = EngineConfig { ring, truncation, thetas: Some(vec![scale(0.07), scale(0.09)]), betas: Some(vec![scale(0.1), scale(0.12)]), exponents: Some(vec![p; 2]) };
+        let cfg = EngineConfig { ring, truncation, thetas: Some(vec![scale(0.07), scale(0.09)]), betas: Some(vec![scale(0.1), scale(0.12)]), exponents: Some(vec![p; 2]), merge };
         let thr = LayerThresholds::from_config(&cfg, 2);
         let ids: Vec<u32> = (0..rng.gen_range(7..13)).map(|_| rng.gen_range(0..50)).collect();
         let n = ids.len();
@@ -56,18 +60,20 @@ fn the_cost_from_shapes_equals_the_measured_protocol() {
         let t = &run.client.trace;
         let kept: Vec<usize> = t.kept_per_layer.iter().map(Vec::len).collect();
         let entering: Vec<usize> = std::iter::once(n).chain(kept.iter().copied()).take(2).collect();
-        let shape = ExampleShape { real: n, entering, kept: kept.clone(), reduced: t.reduced_per_layer.iter().map(Vec::len).collect() };
+        let shape = ExampleShape { real: n, entering, kept: kept.clone(), reduced: t.reduced_per_layer.iter().map(Vec::len).collect(), merged: if merge { t.merged_per_layer.clone() } else { vec![] } };
         pruned_somewhere |= kept.iter().any(|&k| k < n);
+        merged_somewhere |= t.merged_per_layer.contains(&true);
+        assert!(merge || !t.merged_per_layer.contains(&true));
         reduced_somewhere |= shape.reduced.iter().any(|&r| r > 0);
         let proto = Protocol { truncation, compaction, suite };
-        assert_eq!(online_cost(&m, &thr, proto, &shape), measured(&run), "case {i} ({compaction:?}, p = {p}), shape {shape:?}");
+        assert_eq!(online_cost(&m, &thr, proto, &shape), measured(&run), "case {i} ({compaction:?}, p = {p}, merge {merge}), shape {shape:?}");
         // Unpruned: no comparisons, no compaction.
         let none = vec![LayerThresholds::default(); 2];
         let full = run_in_process(&m, &m.public_shape(), &none, opts, &input, n, i as u64).unwrap();
         assert_eq!(unpruned_cost(&m, proto, n), measured(&full), "case {i} unpruned");
         assert!(online_cost(&m, &thr, proto, &shape).bytes() != measured(&full).bytes());
     }
-    assert!(pruned_somewhere && reduced_somewhere, "the cases must prune and reduce to mean anything");
+    assert!(pruned_somewhere && reduced_somewhere && merged_somewhere, "the cases must prune, reduce and merge to mean anything");
 }
 
 #[test]

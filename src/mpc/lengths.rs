@@ -429,8 +429,9 @@ impl Backend for Lengths<'_> {
             Counts::AllLive { .. } => n,
             Counts::Shape(s) => {
                 let l = self.layer();
-                assert!(s.kept[l] <= n && s.entering[l] == n, "layer {l}: the shape says {} enter, {} kept; the forward has {n}", s.entering[l], s.kept[l]);
-                s.kept[l]
+                let kept = s.kept_by_threshold(l);
+                assert!(kept <= n && s.entering[l] == n, "layer {l}: the shape says {} enter, {kept} kept; the forward has {n}", s.entering[l]);
+                kept
             }
         };
         self.meter.count(swap_compaction(n, n - kept, width));

@@ -95,6 +95,9 @@ pub struct ServerInfo {
     /// Per layer: does it prune / reduce.
     pub prune: Vec<bool>,
     pub reduce: Vec<bool>,
+    /// Per layer: are its pruned rows merged into one (older servers: no).
+    #[serde(default)]
+    pub merge: Vec<bool>,
 }
 
 /// The server's side: its model, thresholds and the public description.
@@ -325,7 +328,8 @@ pub fn run_client(
         .prune
         .iter()
         .zip(&info.reduce)
-        .map(|(&p, &r)| LayerThresholds { theta: p.then_some(0), beta: r.then_some(0), ..Default::default() })
+        .enumerate()
+        .map(|(l, (&p, &r))| LayerThresholds { theta: p.then_some(0), beta: r.then_some(0), merge: info.merge.get(l).copied().unwrap_or(false), ..Default::default() })
         .collect();
     let (seed1, dealer_conn) = dealer_seed(dealer, "client", &w.session, info.ring, timeout)?;
     let opts = SharesOptions { truncation: info.truncation, compaction: info.compaction, analysis: false, suite: info.suite };

@@ -41,7 +41,7 @@ pub struct PartyOutcome {
 pub fn client_thresholds(server: &[LayerThresholds]) -> Vec<LayerThresholds> {
     server
         .iter()
-        .map(|t| LayerThresholds { theta: t.theta.map(|_| 0), beta: t.beta.map(|_| 0), ..Default::default() })
+        .map(|t| LayerThresholds { theta: t.theta.map(|_| 0), beta: t.beta.map(|_| 0), merge: t.merge, ..Default::default() })
         .collect()
 }
 

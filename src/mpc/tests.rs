@@ -241,7 +241,7 @@ fn pruned_forward_is_bit_identical_to_the_engine() {
     let ring = Ring::BOLT;
     let m = EngineModel::from_weights(&w, &ring);
     let shape = m.public_shape();
-    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(vec![0.07, 0.09]), betas: Some(vec![0.1, 0.12]), exponents: None };
+    let cfg = EngineConfig { ring, truncation: Truncation::Exact, thetas: Some(vec![0.07, 0.09]), betas: Some(vec![0.1, 0.12]), exponents: None, merge: false };
     let thr = LayerThresholds::from_config(&cfg, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let mut pruned_somewhere = false;

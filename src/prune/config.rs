@@ -96,6 +96,11 @@ pub struct PruneConfig {
     /// instead of its best check: nothing is chosen on the set it is
     /// reported on. In (0, 1); `null`: the best check.
     pub average_from: Option<f64>,
+    /// The tokens a layer prunes are folded into one kept token (their
+    /// score-weighted mean) instead of dropped, in the hard stage and in
+    /// simulation. Not in the engine or the protocol: such a run is
+    /// simulated only.
+    pub merge: bool,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
     pub eval_every: usize,
@@ -140,6 +145,7 @@ impl Default for PruneConfig {
             eval_limit: None,
             holdout: None,
             average_from: None,
+            merge: false,
             freeze_word_embeddings: true,
             save_every: 200,
             eval_every: 0,

@@ -18,6 +18,10 @@ keep i iff S_l(i) >= theta_l ([CLS] always kept; pruning is cumulative); \
 reduce kept i iff S_l(i) < beta_l (low-degree GELU in layer l, low-degree softmax row in layer l+1). \
 In the ring: keep iff sum_h sum_q A >= round(theta_ring*H*n^p_l) (n public, so n^p_l is a public constant; exactly theta_ring*H*n at p = 1).";
 
+pub const MERGE: &str = "merge: true: in each pruning layer the pruned tokens' rows z = attention output + input (before the LayerNorm) \
+are replaced by one kept row, their mean, placed after the kept rows (at the first pruned position in a masked batch); \
+in the ring: (sum of all rows - sum of kept rows) * round(2^s/k) truncated by s, k = the public number pruned.";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelIdentity {
@@ -104,6 +108,10 @@ pub struct ThresholdFile {
     pub temperature: f64,
     pub ring: RingSpec,
     pub layers: Vec<LayerEntry>,
+    /// Each pruning layer's pruned tokens become one kept token, their mean
+    /// after attention ([`MERGE`]); absent (false): they are dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge: bool,
     pub approximations: Approximations,
     pub measured: Option<Measured>,
 }
@@ -133,9 +141,20 @@ impl ThresholdFile {
             temperature,
             ring: RingSpec { bits: ring.bits(), frac: ring.frac() },
             layers,
+            merge: false,
             approximations: Approximations::default(),
             measured,
         }
+    }
+
+    /// The same thresholds with pruned tokens merged ([`MERGE`], appended
+    /// to `score` so the file says what it means).
+    pub fn with_merge(mut self, merge: bool) -> Self {
+        if merge && !self.merge {
+            self.score = format!("{} {MERGE}", self.score);
+        }
+        self.merge = merge;
+        self
     }
 
     pub fn thetas(&self) -> Vec<f64> {

@@ -37,6 +37,17 @@ pub struct ExampleShape {
     pub entering: Vec<usize>,
     pub kept: Vec<usize>,
     pub reduced: Vec<usize>,
+    /// Per layer: did its pruned tokens become one kept token (counted in
+    /// `kept`)? Empty: no layer merges.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<bool>,
+}
+
+impl ExampleShape {
+    /// Tokens the layer's thresholds kept: `kept` without a merged token.
+    pub fn kept_by_threshold(&self, l: usize) -> usize {
+        self.kept[l] - usize::from(self.merged.get(l).copied().unwrap_or(false))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -84,6 +95,7 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
     let order = batch::epoch_batches(&lengths, bs, 0, 0, false);
     let mut r = SimReport { predictions: vec![0.0; data.len()], logits: vec![vec![]; data.len()], kept_positions: vec![vec![]; data.len()], ..Default::default() };
     let mut entering = vec![vec![0usize; layers]; data.len()];
+    let mut merged = vec![Vec::new(); data.len()];
     let mut reduced = vec![vec![0usize; layers]; data.len()];
     observer.begin("sim", data.len() as u64);
     let mut done = 0u64;
@@ -100,6 +112,10 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
             for (l, tr) in out.layers.iter().enumerate() {
                 entering[i][l] = tr.entering[k];
                 reduced[i][l] = tr.reduced[k];
+                if !tr.merged.is_empty() {
+                    merged[i].resize(layers, false);
+                    merged[i][l] = tr.merged[k];
+                }
                 r.kept_positions[i].push(tr.kept[k].clone());
             }
             if out.layers.is_empty() {
@@ -137,7 +153,7 @@ pub fn simulate(model: &Bert, plan: &Plan, task: Task, data: &[Encoded], batch_s
         .collect();
     let dims = LayerDims { hidden: model.cfg.hidden_size, intermediate: model.cfg.intermediate_size };
     r.shapes = (0..data.len())
-        .map(|i| ExampleShape { real: lengths[i], entering: entering[i].clone(), kept: r.kept_positions[i].iter().map(Vec::len).collect(), reduced: reduced[i].clone() })
+        .map(|i| ExampleShape { real: lengths[i], entering: entering[i].clone(), kept: r.kept_positions[i].iter().map(Vec::len).collect(), reduced: reduced[i].clone(), merged: merged[i].clone() })
         .collect();
     let flops = |i: usize| dims.relative_flops(lengths[i], &r.shapes[i].entering, &r.shapes[i].kept);
     let ratio = |i: usize, denom: f64| entering[i].iter().sum::<usize>() as f64 / (layers as f64 * denom);

@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// The score's length exponent p_l per layer; `None`: p = 1.
     #[serde(default)]
     pub exponents: Option<Vec<f64>>,
+    /// Each pruning layer folds the rows it prunes into one kept row, their
+    /// mean (DESIGN.md §2); false: they are dropped.
+    #[serde(default)]
+    pub merge: bool,
 }
 
 /// A LayerNorm's γ at scale s and β at scale 2s.
@@ -268,11 +272,14 @@ pub struct LayerThresholds {
     pub theta: Option<i64>,
     pub beta: Option<i64>,
     pub exponent: f64,
+    /// The pruned rows become one kept row, their mean (public: the client
+    /// knows it as it knows that the layer prunes).
+    pub merge: bool,
 }
 
 impl Default for LayerThresholds {
     fn default() -> Self {
-        LayerThresholds { theta: None, beta: None, exponent: 1.0 }
+        LayerThresholds { theta: None, beta: None, exponent: 1.0, merge: false }
     }
 }
 
@@ -307,7 +314,7 @@ impl LayerThresholds {
             v[l]
         });
         (0..layers)
-            .map(|l| LayerThresholds { theta: enc(&cfg.thetas, "thetas", l), beta: enc(&cfg.betas, "betas", l), exponent: p(l) })
+            .map(|l| LayerThresholds { theta: enc(&cfg.thetas, "thetas", l), beta: enc(&cfg.betas, "betas", l), exponent: p(l), merge: cfg.merge && cfg.thetas.is_some() })
             .collect()
     }
 }
@@ -326,6 +333,28 @@ pub struct Trace {
     pub reduced_per_layer: Vec<Vec<usize>>,
     /// ΣA(i) = Σ_h Σ_q A[h, q, i] per live token (scale s): S(i)·H·n.
     pub scores_ring: Vec<Vec<i64>>,
+    /// Per pruning layer: did its pruned rows become one kept row (the
+    /// last of `kept_per_layer`, at the first pruned position)?
+    #[serde(default)]
+    pub merged_per_layer: Vec<bool>,
+}
+
+/// The mean of the rows of `all` (`n_all` × d) that are not among `kept`
+/// (`n_kept` × d, a subset of them): all rows' sum less the kept rows'
+/// (local: no message), times the public 1/(n_all − n_kept), truncated.
+fn pruned_mean<B: Backend>(b: &mut B, all: &B::Arith, n_all: usize, kept: &B::Arith, n_kept: usize, d: usize) -> B::Arith {
+    let column_sums = |b: &mut B, x: &B::Arith, rows: usize| {
+        let by_col: Vec<usize> = (0..rows * d).map(|i| rc(i % rows, i / rows, d)).collect();
+        let t = b.gather(x, &by_col);
+        b.sum_chunks(&t, rows)
+    };
+    let total = column_sums(b, all, n_all);
+    let rest = column_sums(b, kept, n_kept);
+    let sum = b.sub(&total, &rest);
+    let r = b.ring();
+    let inv = r.from_i128(Ring::round_scaled(1.0 / (n_all - n_kept) as f64, r.frac()) as i128);
+    let m = b.mul_public(&sum, &[inv]);
+    b.rescale(&m)
 }
 
 /// Index of element (row, col) of a row-major matrix with `cols` columns.
@@ -447,7 +476,10 @@ pub fn forward_on<B: Backend>(
         // rides through the compaction as a column [z | low].
         let beta_bound = thr.beta.map(|beta| r.from_i128(threshold_bound(beta, h, n, thr.exponent)));
         let (z, low) = match thr.theta {
-            None => (z, None),
+            None => {
+                trace.merged_per_layer.push(false);
+                (z, None)
+            }
             Some(theta) => {
                 b.set_scope(OpClass::Pruning, at);
                 b.note_elements(n);
@@ -477,18 +509,32 @@ pub fn forward_on<B: Backend>(
                     }
                 };
                 let packed = b.compact_rows(&payload, w, &keep);
+                let n_in = n;
                 n = b.len(&packed) / w;
                 // Which positions were kept is known only to an analysing backend.
-                positions = match b.peek_bits(&keep) {
-                    Some(bits) => positions.iter().zip(&bits).filter(|(_, &k)| k).map(|(&p, _)| p).collect(),
+                let bits = b.peek_bits(&keep);
+                let first_pruned = bits.as_ref().and_then(|bits| bits.iter().position(|&k| !k)).map(|j| positions[j]);
+                positions = match &bits {
+                    Some(bits) => positions.iter().zip(bits).filter(|(_, &k)| k).map(|(&p, _)| p).collect(),
                     None => (0..n).collect(),
                 };
                 let low = low.map(|_| {
                     let l = b.gather(&packed, &(0..n).map(|i| i * w + d).collect::<Vec<_>>());
                     b.ring_bits(&l)
                 });
-                let z = if low.is_some() { b.gather(&packed, &(0..n * d).map(|i| (i / d) * w + i % d).collect::<Vec<_>>()) } else { packed };
-                (z, low)
+                let kept = if low.is_some() { b.gather(&packed, &(0..n * d).map(|i| (i / d) * w + i % d).collect::<Vec<_>>()) } else { packed };
+                let merging = thr.merge && n < n_in;
+                trace.merged_per_layer.push(merging);
+                if merging {
+                    // The pruned rows' mean becomes one more kept row (reduced: no).
+                    let mean = pruned_mean(b, &z, n_in, &kept, n, d);
+                    positions.push(first_pruned.unwrap_or(n));
+                    n += 1;
+                    let no = b.bits_public(&[false]);
+                    (b.concat(&[&kept, &mean]), low.map(|l| b.bits_concat(&[&l, &no])))
+                } else {
+                    (kept, low)
+                }
             }
         };
         trace.kept_per_layer.push(positions.clone());
@@ -583,6 +629,8 @@ pub struct ForwardResult {
     pub kept_per_layer: Vec<Vec<usize>>,
     /// Original positions reduced in each layer.
     pub reduced_per_layer: Vec<Vec<usize>>,
+    /// Per layer: is the last of `kept_per_layer` the pruned rows' mean?
+    pub merged_per_layer: Vec<bool>,
     /// Original positions live entering each layer (aligned with `scores_ring`).
     pub live_per_layer: Vec<Vec<usize>>,
     /// ΣA per live token per layer (= S·H·n at scale s), for flip analysis.
@@ -628,6 +676,7 @@ pub fn forward(
         logits: trace.logits_ring.iter().map(|&v| r.decode(v)).collect(),
         logits_ring: trace.logits_ring,
         kept_per_layer: trace.kept_per_layer,
+        merged_per_layer: trace.merged_per_layer,
         reduced_per_layer: trace.reduced_per_layer,
         live_per_layer: trace.live_per_layer,
         scores_ring: trace.scores_ring,

@@ -31,6 +31,7 @@
 //!     thetas: Some(vec![0.05, 0.05]),
 //!     betas: Some(vec![0.1, 0.1]),
 //!     exponents: None, // p = 1: the share score
+//!     merge: false,    // pruned rows are dropped
 //! };
 //! let model = EngineModel::from_weights(&weights, &cfg.ring);
 //! let ids = [1, 5, 7, 9, 2];

@@ -30,7 +30,7 @@ pub use crate::run::THRESHOLDS_FILE;
 pub fn hard_plan(cfg: &PruneConfig, theta: Vec<f64>, beta: Vec<f64>, exponent: Vec<f64>, physical: bool) -> Plan {
     Plan {
         numerics: Numerics::Approx,
-        masking: Masking::Hard { theta: cfg.prune.then_some(theta), beta: cfg.reduce.then_some(beta), exponent: Some(exponent) },
+        masking: Masking::Hard { theta: cfg.prune.then_some(theta), beta: cfg.reduce.then_some(beta), exponent: Some(exponent), merge: cfg.merge },
         physical,
     }
 }
@@ -395,7 +395,7 @@ fn rank_distill_loss(scores: &[Tensor], lives: &[Tensor], teacher: &Tensor) -> R
 /// The teacher's exact, unpruned logits and last-layer scores (p = 1: the
 /// exponent rescales a row, it does not reorder it) for every row of `data`.
 fn teacher_pass(model: &Bert, data: &[Encoded], observer: &mut dyn Observer) -> Result<Teacher> {
-    let plan = Plan { numerics: Numerics::Exact, masking: Masking::Hard { theta: None, beta: None, exponent: None }, physical: false };
+    let plan = Plan { numerics: Numerics::Exact, masking: Masking::Hard { theta: None, beta: None, exponent: None, merge: false }, physical: false };
     let both = super::eval::map_batches("teacher", data, 64, observer, |b| {
         let out = model.forward_with(&inputs_of(b)?, &plan, &mut ForwardCtx::eval())?;
         let logits = out.base.logits.expect("pruned model has a head").to_dtype(DType::F32)?.to_vec2::<f32>()?;

@@ -11,18 +11,27 @@ use super::fixtures;
 
 #[test]
 fn engine_matches_the_float_simulation_on_a_tiny_model() {
-    engine_matches(1.0);
+    engine_matches(1.0, false);
+}
+
+/// Merged rows: the engine appends the pruned rows' mean after the kept
+/// ones, the simulation puts it at the first pruned position; attention
+/// does not see order, so the logits agree.
+#[test]
+fn engine_matches_the_float_simulation_when_pruned_tokens_merge() {
+    engine_matches(1.0, true);
+    engine_matches(0.5, true);
 }
 
 /// The engine compares ΣA with the public round(θ_ring·H·n^p): the same
 /// tokens as the float score ΣA/(H·n^p) ≥ θ, for any p.
 #[test]
 fn engine_matches_the_float_simulation_for_other_length_exponents() {
-    engine_matches(0.5);
-    engine_matches(0.0);
+    engine_matches(0.5, false);
+    engine_matches(0.0, false);
 }
 
-fn engine_matches(exp: f64) {
+fn engine_matches(exp: f64, merge: bool) {
     let dir = tempfile::tempdir().unwrap();
     let m = fixtures::tiny_model(&dir.path().join("m"), 31);
     let mut cfg = BertConfig::load(&m.join("config.json")).unwrap();
@@ -41,10 +50,10 @@ fn engine_matches(exp: f64) {
     let scale = 8f64.powf(1.0 - exp);
     let (theta, beta) = (vec![0.12 * scale; layers], vec![0.16 * scale; layers]);
     let exponent = (exp != 1.0).then(|| vec![exp; layers]);
-    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta.clone()), beta: Some(beta.clone()), exponent: exponent.clone() }, physical: true };
-    let ecfg = EngineConfig { ring: Ring::BOLT, truncation: Truncation::Exact, thetas: Some(theta), betas: Some(beta), exponents: exponent };
+    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(theta.clone()), beta: Some(beta.clone()), exponent: exponent.clone(), merge }, physical: true };
+    let ecfg = EngineConfig { ring: Ring::BOLT, truncation: Truncation::Exact, thetas: Some(theta), betas: Some(beta), exponents: exponent, merge };
     let engine = EngineModel::from_weights(&weights, &ecfg.ring);
-    let (mut worst, mut agree, mut pruned, mut compared) = (0f64, 0, 0, 0);
+    let (mut worst, mut agree, mut pruned, mut compared, mut merged) = (0f64, 0, 0, 0, 0);
     for k in 0..24u32 {
         let n = 5 + (k as usize % 7);
         let ids: Vec<u32> = std::iter::once(2).chain((1..n - 1).map(|i| 5 + (k * 7 + i as u32 * 3) % 16)).chain(std::iter::once(3)).collect();
@@ -55,8 +64,15 @@ fn engine_matches(exp: f64) {
         let r = forward(&engine, &ecfg, &emb, n, k as u64);
         assert_eq!(r.overflow.count(), 0);
         // Where no token sits within rounding of a threshold, both keep the same tokens.
-        let same_tokens = sim.layers.iter().zip(&r.kept_per_layer).all(|(a, b)| &a.kept[0] == b);
-        pruned += usize::from(r.kept_per_layer[layers - 1].len() < n);
+        let sorted = |v: &Vec<usize>| { let mut v = v.clone(); v.sort(); v };
+        let same_tokens = sim.layers.iter().zip(&r.kept_per_layer).all(|(a, b)| a.kept[0] == sorted(b));
+        pruned += usize::from(r.kept_per_layer[layers - 1].len() < n || r.merged_per_layer.contains(&true));
+        assert!(merge || !r.merged_per_layer.contains(&true), "merged without merge");
+        if same_tokens && merge {
+            let flags: Vec<bool> = sim.layers.iter().map(|t| t.merged[0]).collect();
+            assert_eq!(flags, r.merged_per_layer, "example {k}: the simulation and the engine merge in different layers");
+        }
+        merged += usize::from(r.merged_per_layer.contains(&true));
         if same_tokens {
             compared += 1;
             for (a, b) in sl.iter().zip(&r.logits) {
@@ -70,5 +86,6 @@ fn engine_matches(exp: f64) {
     assert!(pruned >= 8, "p = {exp}: only {pruned} examples pruned anything: the test would not exercise removal");
     // 37/12: an ulp is 2.4e-4; the stated tolerance is 0.02 on the logits.
     assert!(worst < 0.02, "engine and simulation logits differ by {worst}");
+    assert!(!merge || merged >= 8, "p = {exp}: only {merged} examples merged anything");
     assert_eq!(agree, compared, "predictions differ");
 }

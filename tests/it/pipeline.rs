@@ -264,6 +264,40 @@ fn the_hard_stage_can_average_its_weights() {
     refused(&e, "average_from is 1.5, not in (0, 1)");
 }
 
+/// Merging keeps one token per layer for what it prunes, in training,
+/// simulation, the threshold file, the engine and the two-party protocol.
+#[test]
+fn a_merging_run_goes_from_training_to_the_protocol() {
+    let (dir, _, ft) = tiny_finetuned(27, 12);
+    let d = dir.path();
+    let zs = |merge: bool| {
+        let mut flags = vec!["simulate", "--json", "--theta-ramp", "2.0", "--exponent", "0"];
+        flags.extend(merge.then_some("--merge"));
+        ok(&cp(&flags, &[("--checkpoint", &ft)]))
+    };
+    let (dropped, merged) = (zs(false), zs(true));
+    let kept = |v: &serde_json::Value| v["tokens_kept_per_layer"][1].as_f64().unwrap();
+    assert!(kept(&dropped) < dropped["tokens_entering_per_layer"][1].as_f64().unwrap(), "nothing pruned: {dropped}");
+    assert!(kept(&merged) > kept(&dropped) && kept(&merged) <= kept(&dropped) + 1.0, "merged {merged}, dropped {dropped}");
+    assert!(merged["secure_bytes_ratio"].as_f64() > dropped["secure_bytes_ratio"].as_f64(), "a merged row costs bytes");
+    assert_eq!(merged["mode"], "approximations + pruning (merged)");
+    refused(&cp(&["simulate", "--merge", "--no-prune"], &[("--checkpoint", &ft)]), "cannot be used with");
+
+    let pr = d.join("pr");
+    ok(&cp(&["prune", "-q", "--epochs", "1", "--batch-size", "16", "--lambda", "1.0", "--merge"], &[("--checkpoint", &ft), ("--out", &pr)]));
+    assert!(std::fs::read_to_string(pr.join("prune.yaml")).unwrap().contains("merge: true"));
+    let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
+    let file = d.join("t.yaml");
+    ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("merge: true") && text.contains("sum of all rows - sum of kept rows"), "{text}");
+    let se = ok(&cp(&["secure-eval", "--json"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    assert_eq!(se["simulation"]["accuracy"], sim["accuracy"]);
+    assert!(se["agreement"].as_f64().unwrap() >= 0.9, "{se}");
+    let sh = ok(&cp(&["secure-eval", "--json", "--backend", "shares", "--limit", "4"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
+    assert_eq!(sh["bit_identical"], true, "{sh}");
+}
+
 /// With a holdout the stages check themselves on training rows set aside,
 /// never trained on, and the dev set is only reported.
 #[test]

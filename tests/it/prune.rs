@@ -37,13 +37,13 @@ fn one(ids: &[u32]) -> Inputs {
 }
 
 fn hard(numerics: Numerics, theta: f64, beta: Option<f64>, layers: usize, physical: bool) -> Plan {
-    Plan { numerics, masking: Masking::Hard { theta: Some(vec![theta; layers]), beta: beta.map(|b| vec![b; layers]), exponent: None }, physical }
+    Plan { numerics, masking: Masking::Hard { theta: Some(vec![theta; layers]), beta: beta.map(|b| vec![b; layers]), exponent: None, merge: false }, physical }
 }
 
 /// A θ that prunes about half of the live tokens in layer 0 (the tiny
 /// random model attends almost uniformly, so fixed values would not).
 fn median_score(model: &Bert, inputs: &Inputs) -> f64 {
-    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None, exponent: None }, physical: false };
+    let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None, exponent: None, merge: false }, physical: false };
     let out = model.forward_with(inputs, &plan, &mut ForwardCtx::eval()).unwrap();
     let mut v: Vec<f32> = out.scores[0].flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().filter(|&x| x > 0.0).collect();
     v.sort_by(f32::total_cmp);
@@ -125,6 +125,49 @@ fn removing_pruned_tokens_equals_masking_them() {
     }
 }
 
+#[test]
+fn merging_folds_each_layers_pruned_tokens_into_one_kept_token() {
+    let (model, cfg, _d) = tiny(5);
+    let (inputs, rows) = batch();
+    let layers = cfg.num_hidden_layers;
+    let theta = median_score(&model, &inputs);
+    let dropped = model.forward_with(&inputs, &hard(Numerics::Approx, theta, None, layers, false), &mut ForwardCtx::eval()).unwrap();
+    let merging = hard(Numerics::Approx, theta, None, layers, false).merging().unwrap();
+    let merged = model.forward_with(&inputs, &merging, &mut ForwardCtx::eval()).unwrap();
+    // Layer 0 decides the same; the first pruned position stays, as the merged token.
+    let mut pruning = 0;
+    for k in 0..rows.len() {
+        let (d, m) = (&dropped.layers[0].kept[k], &merged.layers[0].kept[k]);
+        let mut want = d.clone();
+        if let Some(first_gone) = (0..dropped.layers[0].entering[k]).find(|j| !d.contains(j)) {
+            want.push(first_gone);
+            want.sort();
+            pruning += 1;
+        }
+        assert_eq!(m, &want, "example {k}: kept {m:?}, dropped kept {d:?}");
+    }
+    assert!(pruning > 0, "θ = {theta} pruned nothing in layer 0");
+    let gap = max_abs(dropped.base.logits.as_ref().unwrap(), merged.base.logits.as_ref().unwrap());
+    assert!(gap > 1e-4, "merging changed no logit ({gap})");
+    // Removing rows for real merges the same way.
+    let logits = merged.base.logits.unwrap();
+    for (k, ids) in rows.iter().enumerate() {
+        let plan = hard(Numerics::Approx, theta, None, layers, true).merging().unwrap();
+        let removed = model.forward_with(&one(ids), &plan, &mut ForwardCtx::eval()).unwrap();
+        let diff = max_abs(&logits.narrow(0, k, 1).unwrap(), &removed.base.logits.unwrap());
+        assert!(diff < 1e-5, "example {k}: merged removal and masking differ by {diff}");
+        for (a, b) in merged.layers.iter().zip(&removed.layers) {
+            assert_eq!(a.kept[k], b.kept[0]);
+        }
+    }
+    // A θ above every score leaves [CLS] and one merged token.
+    let all = model.forward_with(&inputs, &hard(Numerics::Approx, 2.0, None, layers, false).merging().unwrap(), &mut ForwardCtx::eval()).unwrap();
+    assert!(all.layers[0].kept.iter().all(|k| k == &vec![0, 1]), "{:?}", all.layers[0].kept);
+    // Only a plan that prunes can merge.
+    let off = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: None, beta: None, exponent: None, merge: false }, physical: false };
+    assert!(off.merging().unwrap_err().to_string().contains("merging needs pruning thresholds"));
+}
+
 fn soft_plan(t: &Thresholds, temperature: f64) -> Plan {
     soft_plan_with(t, temperature, false, false)
 }
@@ -171,7 +214,7 @@ fn cumulative_soft_masks_become_the_hard_forward_as_t_goes_to_zero() {
     let t = Thresholds::new(cfg.num_hidden_layers, median_score(&model, &inputs) + 1e-5, 0.02).unwrap();
     let (th, be) = t.values().unwrap();
     let soft = model.forward_with(&inputs, &soft_plan_with(&t, 1e-7, true, false), &mut ForwardCtx::eval()).unwrap();
-    let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be), exponent: None }, physical: false }, &mut ForwardCtx::eval()).unwrap();
+    let hard = model.forward_with(&inputs, &Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta: Some(th), beta: Some(be), exponent: None, merge: false }, physical: false }, &mut ForwardCtx::eval()).unwrap();
     assert!(pruned_count(&hard) > 3, "nothing pruned: the limit was not tested");
     for l in 0..cfg.num_hidden_layers {
         assert_eq!(soft.keep_masks[l].to_vec2::<f32>().unwrap(), hard.keep_masks[l].to_vec2::<f32>().unwrap(), "layer {l} keep masks");
@@ -297,7 +340,7 @@ fn the_length_exponent_rescales_scores_by_n_to_the_one_minus_p() {
     let (inputs, rows) = batch();
     let layers = cfg.num_hidden_layers;
     let with_p = |p: f64, theta: Option<Vec<f64>>| {
-        let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta, beta: None, exponent: Some(vec![p; layers]) }, physical: false };
+        let plan = Plan { numerics: Numerics::Approx, masking: Masking::Hard { theta, beta: None, exponent: Some(vec![p; layers]), merge: false }, physical: false };
         model.forward_with(&inputs, &plan, &mut ForwardCtx::eval()).unwrap()
     };
     let base = with_p(1.0, None);

@@ -21,7 +21,7 @@ fn sequences(count: usize, seed: u64) -> Vec<Vec<u32>> {
 }
 
 fn config(ring: Ring) -> EngineConfig {
-    EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None }
+    EngineConfig { ring, truncation: Truncation::Exact, thetas: None, betas: None, exponents: None, merge: false }
 }
 
 fn run(w: &BertWeights, cfg: &EngineConfig, ids: &[u32], index: u64) -> ForwardResult {
