@@ -284,9 +284,10 @@ fn a_merging_run_goes_from_training_to_the_protocol() {
     refused(&cp(&["simulate", "--merge", "--no-prune"], &[("--checkpoint", &ft)]), "cannot be used with");
 
     let pr = d.join("pr");
-    ok(&cp(&["prune", "-q", "--epochs", "1", "--batch-size", "16", "--lambda", "1.0", "--merge"], &[("--checkpoint", &ft), ("--out", &pr)]));
+    ok(&cp(&["prune", "-q", "--epochs", "1", "--batch-size", "16", "--theta-init", "0.12", "--merge"], &[("--checkpoint", &ft), ("--out", &pr)]));
     assert!(std::fs::read_to_string(pr.join("prune.yaml")).unwrap().contains("merge: true"));
     let sim = ok(&cp(&["simulate", "--json"], &[("--checkpoint", &pr)]));
+    assert!(sim["tokens_kept_per_layer"][0].as_f64() < sim["tokens_entering_per_layer"][0].as_f64(), "θ = 0.12 prunes: {sim}");
     let file = d.join("t.yaml");
     ok(&cp(&["export", "-q"], &[("--checkpoint", &pr), ("--out", &file)]));
     let text = std::fs::read_to_string(&file).unwrap();
@@ -296,6 +297,16 @@ fn a_merging_run_goes_from_training_to_the_protocol() {
     assert!(se["agreement"].as_f64().unwrap() >= 0.9, "{se}");
     let sh = ok(&cp(&["secure-eval", "--json", "--backend", "shares", "--limit", "4"], &[("--checkpoint", &pr), ("--thresholds", &file)]));
     assert_eq!(sh["bit_identical"], true, "{sh}");
+    // Over the network the client learns from the server that layers merge
+    // and follows it (otherwise the parties' messages would not line up).
+    let (mut dealer, _dealer_out, dealer_addr) = spawn_listening(&["dealer", "--listen", "127.0.0.1:0", "--timeout", "8", "--seed", "2"], None, "dealer listening on ");
+    let (mut server, _out, addr) = spawn_listening(&["serve", "--listen", "127.0.0.1:0", "--sessions", "1", "--seed", "1", "--dealer", &dealer_addr], Some(&pr), "listening on ");
+    let v = ok(&cp(&["client", "--json", "--connect", &addr, "--dealer", &dealer_addr, "--sentence", "good fine great bad awful poor good", "--seed", "3"], &[("--checkpoint", &pr)]));
+    assert_eq!(v["logits"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["kept_per_layer"][0], 2, "[CLS] and the merged token: {v}");
+    assert!(server.wait().unwrap().success());
+    dealer.kill().unwrap();
+    dealer.wait().unwrap();
 }
 
 /// With a holdout the stages check themselves on training rows set aside,
