@@ -333,7 +333,7 @@ pub struct Trace {
     pub reduced_per_layer: Vec<Vec<usize>>,
     /// ΣA(i) = Σ_h Σ_q A[h, q, i] per live token (scale s): S(i)·H·n.
     pub scores_ring: Vec<Vec<i64>>,
-    /// Per pruning layer: did its pruned rows become one kept row (the
+    /// Per layer: did its pruned rows become one kept row (the
     /// last of `kept_per_layer`, at the first pruned position)?
     #[serde(default)]
     pub merged_per_layer: Vec<bool>,
