@@ -95,9 +95,9 @@ pub struct PruneArgs {
     /// check: nothing is chosen on dev.
     #[arg(long, value_name = "SHARE")]
     pub average_from: Option<f64>,
-    /// Fold the tokens each layer prunes into one kept token, their
-    /// score-weighted mean, instead of dropping them (hard stage and
-    /// simulation only; the engine refuses such a run).
+    /// Fold the tokens each layer prunes into one kept token, their mean,
+    /// instead of dropping them (the hard stage trains with it; simulation,
+    /// export, the engine and the protocol follow it).
     #[arg(long)]
     pub merge: bool,
     /// Skip training rows shorter than this many tokens (thresholds are

@@ -56,10 +56,10 @@ pub struct SimArgs {
     /// 0 the relative score (mean 1).
     #[arg(long, default_value_t = 1.0, value_name = "P")]
     pub exponent: f64,
-    /// Fold the tokens each layer prunes into one kept token (their
-    /// score-weighted mean) instead of dropping them, as `prune --merge`
-    /// does: measures merging on thresholds learned without it. The secure
-    /// cost shown leaves out the merge's own protocol cost.
+    /// Fold the tokens each layer prunes into one kept token (their mean)
+    /// instead of dropping them, as `prune --merge` does: measures merging
+    /// on thresholds learned without it. The secure cost shown includes the
+    /// merged row and its truncation.
     #[arg(long, conflicts_with_all = ["exact", "no_prune", "keep_ratio"])]
     pub merge: bool,
     /// Print one JSON object instead of a table.

@@ -97,9 +97,8 @@ pub struct PruneConfig {
     /// reported on. In (0, 1); `null`: the best check.
     pub average_from: Option<f64>,
     /// The tokens a layer prunes are folded into one kept token (their
-    /// score-weighted mean) instead of dropped, in the hard stage and in
-    /// simulation. Not in the engine or the protocol: such a run is
-    /// simulated only.
+    /// mean) instead of dropped, in the hard stage and wherever the run is
+    /// evaluated: simulation, threshold file, engine and protocol.
     pub merge: bool,
     pub freeze_word_embeddings: bool,
     pub save_every: usize,
