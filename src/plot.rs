@@ -78,20 +78,23 @@ pub fn tradeoff(path: &Path, title: &str, x_label: &str, y_label: &str, points: 
 pub struct Curve {
     pub name: String,
     pub points: Vec<(f64, f64, f64)>,
+    /// The single runs behind points that are means over seeds, drawn as
+    /// hollow markers in the curve's colour (empty: none).
+    pub runs: Vec<(f64, f64, f64)>,
 }
 
 /// The accuracy–cost frontier as two panels side by side: the metric
 /// against relative FLOPs and against the protocol's online bytes, one
 /// line with markers per curve, and the unpruned reference.
 pub fn frontier(path: &Path, title: &str, y_label: &str, curves: &[Curve], reference: Option<(f64, &str)>) -> Result<()> {
-    let ys = curves.iter().flat_map(|c| c.points.iter().map(|p| p.2)).chain(reference.map(|r| r.0));
+    let ys = curves.iter().flat_map(|c| c.points.iter().chain(&c.runs).map(|p| p.2)).chain(reference.map(|r| r.0));
     let (y0, y1) = range(ys);
     draw_svg(path, (1200, 520), |root| {
         let root = root.titled(title, ("sans-serif", 20))?;
         let panels = root.split_evenly((1, 2));
         for (k, panel) in panels.iter().enumerate() {
             let x_of = |p: &(f64, f64, f64)| if k == 0 { p.0 } else { p.1 };
-            let (x0, x1) = range(curves.iter().flat_map(|c| c.points.iter().map(x_of)).chain([1.0]));
+            let (x0, x1) = range(curves.iter().flat_map(|c| c.points.iter().chain(&c.runs).map(x_of)).chain([1.0]));
             let x_label = if k == 0 { "relative FLOPs (attention at tokens entering, FFN at tokens kept)" } else { "two-party online bytes / unpruned" };
             let mut chart = ChartBuilder::on(panel).margin(12).x_label_area_size(40).y_label_area_size(60).build_cartesian_2d(x0..x1, y0..y1)?;
             chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
@@ -104,6 +107,7 @@ pub fn frontier(path: &Path, title: &str, y_label: &str, curves: &[Curve], refer
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(c.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
                 chart.draw_series(pts.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled())))?;
+                chart.draw_series(c.runs.iter().map(|p| Circle::new((x_of(p), p.2), 3, color.stroke_width(1))))?;
             }
             chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         }

@@ -420,12 +420,44 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     let (engine, agreement) = (line["engine"].as_f64().unwrap(), line["agreement"].as_f64().unwrap());
     assert!(agreement >= 0.8 && (engine - line["accuracy"].as_f64().unwrap()).abs() <= 0.2, "{line}");
     assert!(text.contains("engine 37/12"), "{text}");
+    // Over two seeds, drawn beside the first sweep: a run per seed, and
+    // sweep.jsonl's line is their mean with its spread.
     let sw2 = d.join("sweep2");
     let mut again = sweep.clone();
-    again.extend(["--zero-shot", "1", "--keep-ratios", "0.9", "--baseline", sw1.to_str().unwrap()]);
+    again.extend(["--zero-shot", "1", "--keep-ratios", "0.9", "--seeds", "1,2", "--baseline", sw1.to_str().unwrap()]);
     let out = cp(&again, &[("--checkpoint", &ft), ("--out", &sw2)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("target 0.6   mean of 2 seeds"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(std::fs::read_to_string(sw2.join("sweep.svg")).unwrap().contains("sweep1"));
+    let runs: Vec<serde_json::Value> = [1, 2]
+        .iter()
+        .map(|s| {
+            let run = sw2.join(format!("target-0.6-seed-{s}"));
+            assert!(std::fs::read_to_string(run.join("prune.yaml")).unwrap().contains(&format!("seed: {s}\n")), "the run is trained with its seed");
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+        })
+        .collect();
+    let text = std::fs::read_to_string(sw2.join("sweep.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 1, "one line per target: {text}");
+    let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(line["seeds"], serde_json::json!([1, 2]));
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    let (a, b) = (f(&runs[0], "accuracy"), f(&runs[1], "accuracy"));
+    assert!((f(&line, "accuracy") - (a + b) / 2.0).abs() < 1e-12, "{line}");
+    assert!((f(&line, "accuracy_sd") - (a - b).abs() / 2f64.sqrt()).abs() < 1e-12, "{line}");
+    assert_eq!((f(&line, "accuracy_min"), f(&line, "accuracy_max")), (a.min(b), a.max(b)));
+    assert!((f(&line, "relative_flops") - (f(&runs[0], "relative_flops") + f(&runs[1], "relative_flops")) / 2.0).abs() < 1e-12, "{line}");
+    assert_eq!(line["runs"][1]["accuracy"], runs[1]["accuracy"]);
+    // The same seed twice, or --seeds beside --seed: refused, nothing written.
+    for (flags, says) in [(vec!["--seeds", "3,3"], "3 is given twice"), (vec!["--seeds", "3", "--seed", "4"], "--seed")] {
+        let out = d.join("twice");
+        let mut bad = sweep.clone();
+        bad.extend(flags);
+        let e = cp(&bad, &[("--checkpoint", &ft), ("--out", &out)]);
+        let msg = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && msg.contains(says), "{msg}");
+        assert!(!out.exists(), "nothing may be written: {msg}");
+    }
     let sw = d.join("sweep");
     let e = cp(&["sweep", "--targets", "0.4,0.6"], &[("--checkpoint", &d.join("no-such-run")), ("--out", &sw)]);
     let msg = String::from_utf8_lossy(&e.stderr);
