@@ -96,7 +96,7 @@ fn seeds_line(task: Task, key: &str, v: f64, runs: &[Point]) -> serde_json::Valu
         "secure_bytes_ratio": mean(&|p| p.bytes),
         "secure_rounds_ratio": mean(&|p| p.rounds),
         "runs": runs.iter().map(|p| {
-            let mut r = serde_json::json!({ "seed": p.seed, "dir": p.dir, main: p.metric, "relative_flops": p.flops, "secure_bytes_ratio": p.bytes });
+            let mut r = serde_json::json!({ "seed": p.seed, "dir": p.dir, main: p.metric, "relative_work": p.work, "relative_flops": p.flops, "secure_bytes_ratio": p.bytes, "secure_rounds_ratio": p.rounds });
             if let Some((e, a)) = p.engine {
                 r["engine"] = e.into();
                 r["agreement"] = a.into();
@@ -109,6 +109,29 @@ fn seeds_line(task: Task, key: &str, v: f64, runs: &[Point]) -> serde_json::Valu
         line["agreement"] = mean(&|p| p.engine.unwrap().1).into();
     }
     line
+}
+
+/// Whether `out` holds a point made with these settings (then it is
+/// resumed, or read back if finished); an error if it holds one made with
+/// others, naming the settings that differ.
+fn same_settings(out: &std::path::Path, cfg: &cipherprune::prune::config::PruneConfig) -> Result<bool> {
+    let saved = out.join("prune.yaml");
+    if !saved.is_file() {
+        return Ok(false);
+    }
+    let old: cipherprune::prune::config::PruneConfig = cipherprune::config::load_yaml(&saved)?;
+    let (a, b) = (serde_json::to_value(&old)?, serde_json::to_value(cfg)?);
+    let differ: Vec<String> = b.as_object().into_iter().flatten().filter(|(k, v)| a.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: {} there, {v} here", a.get(k.as_str()).unwrap_or(&serde_json::Value::Null))).collect();
+    if !differ.is_empty() {
+        bail!("`{}` was made with other settings than this sweep's ({}); move it away or sweep into another --out", saved.display(), differ.join("; "));
+    }
+    Ok(true)
+}
+
+/// A simulated point's three work views, as the lines print them.
+fn views(j: &serde_json::Value) -> String {
+    let f = |k: &str| j[k].as_f64().unwrap_or(f64::NAN);
+    format!("relative work {:.3}  relative FLOPs {:.3}  secure bytes {:.3}  rounds {:.3}", f("relative_work"), f("relative_flops"), f("secure_bytes_ratio"), f("secure_rounds_ratio"))
 }
 
 /// A trained point on the engine at 37/12: (its metric, agreement with the
@@ -171,12 +194,13 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
             if seed.is_some() {
                 args.prune.common.seed = seed;
             }
+            args.prune.common.resume = false;
+            let cfg = resolve(&args.prune)?;
+            args.prune.common.resume = same_settings(&out, &cfg)?;
             let summary_path = out.join("summary.json");
             let summary: serde_json::Value = if summary_path.is_file() {
                 serde_json::from_str(&std::fs::read_to_string(&summary_path)?).with_context(|| format!("`{}` is not JSON", summary_path.display()))?
             } else {
-                args.prune.common.resume = out.join("prune.yaml").is_file();
-                let cfg = resolve(&args.prune)?;
                 if !quiet {
                     eprintln!("{label}: {}", out.display());
                 }
@@ -192,7 +216,7 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
             let main = task.main_metric();
             let f = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
             let mut p = Point { seed, dir: name, metric: f(main), work: f("relative_work"), flops: f("relative_flops"), bytes: f("secure_bytes_ratio"), rounds: f("secure_rounds_ratio"), engine: None };
-            println!("{label:<12} {main} {:.4}  relative work {:.3}  relative FLOPs {:.3}  secure bytes {:.3}  tokens kept per layer {}", p.metric, p.work, p.flops, p.bytes, summary["tokens_kept_per_layer"]);
+            println!("{label:<12} {main} {:.4}  relative work {:.3}  relative FLOPs {:.3}  secure bytes {:.3}  rounds {:.3}  tokens kept per layer {}", p.metric, p.work, p.flops, p.bytes, p.rounds, summary["tokens_kept_per_layer"]);
             let mut line = summary.clone();
             line[if by_target { "target_flops" } else { "lambda" }] = v.into();
             if args.engine {
@@ -216,14 +240,16 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
         let g = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
         let engine = if args.engine { format!("  engine 37/12 {:.4} (agreement {:.2} %)", g("engine"), 100.0 * g("agreement")) } else { String::new() };
         println!(
-            "{label:<12} mean of {} seeds: {main} {:.4} (sd {:.4}, {:.4} to {:.4})  relative FLOPs {:.3}  secure bytes {:.3}{engine}",
+            "{label:<12} mean of {} seeds: {main} {:.4} (sd {:.4}, {:.4} to {:.4})  relative work {:.3}  relative FLOPs {:.3}  secure bytes {:.3}  rounds {:.3}{engine}",
             runs.len(),
             g(main),
             g(&format!("{main}_sd")),
             g(&format!("{main}_min")),
             g(&format!("{main}_max")),
+            g("relative_work"),
             g("relative_flops"),
-            g("secure_bytes_ratio")
+            g("secure_bytes_ratio"),
+            g("secure_rounds_ratio")
         );
         lines.push_str(&format!("{line}\n"));
         curve.push((g("relative_flops"), g("secure_bytes_ratio"), g(main)));
@@ -261,14 +287,14 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
     for &c in &args.zero_shot {
         let theta_final = c * n_bar.powf(-p);
         let (pt, j) = point(&zero_shot_plan(&theta_ramp(theta_final, layers), p, layers, false)?, &format!("zero-shot ramp {c}"))?;
-        println!("zero-shot ramp θ_L = {theta_final:.4} (p = {p}): {main} {:.4}  relative FLOPs {:.3}  secure bytes {:.3}", pt.2, pt.0, pt.1);
+        println!("zero-shot ramp θ_L = {theta_final:.4} (p = {p}): {main} {:.4}  {}", pt.2, views(&j));
         zs.points.push(pt);
         base_lines.push_str(&format!("{j}\n"));
     }
     let mut kr = Curve { name: "fixed keep-ratio schedule".into(), points: vec![], runs: vec![] };
     for &k in &args.keep_ratios {
         let (pt, j) = point(&ratio_plan(&[k], layers, false)?, &format!("keep ratio {k}"))?;
-        println!("keep ratio {k}: {main} {:.4}  relative FLOPs {:.3}  secure bytes {:.3}", pt.2, pt.0, pt.1);
+        println!("keep ratio {k}: {main} {:.4}  {}", pt.2, views(&j));
         kr.points.push(pt);
         base_lines.push_str(&format!("{j}\n"));
     }

@@ -443,15 +443,6 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     let cfg = &run.cfg;
     cfg.validate()?;
     let task = Task::from_name(&cfg.task)?;
-    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
-    crate::config::save_yaml(&run.out.join("prune.yaml"), cfg)?;
-    let soft_dir = run.out.join("soft");
-    if cfg.soft_epochs > 0 {
-        // The soft stage is a run of its own (the result, with no hard
-        // stage): `simulate` and `export` read task and data from here.
-        std::fs::create_dir_all(&soft_dir).map_err(|e| Error::io(&soft_dir, e))?;
-        crate::config::save_yaml(&soft_dir.join("prune.yaml"), cfg)?;
-    }
     let mut soft_stage = load_stage(cfg, &cfg.checkpoint, task, true, &[])?;
     let (train, held) = load_train(&soft_stage.loaded.tokenizer, cfg, task)?;
     // The rows the stages check themselves on: dev, or the held-out rows
@@ -472,6 +463,18 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         None
     };
     soft_stage.teacher = teacher.clone();
+    // Written once everything the run reads has loaded: a wrong path or
+    // an empty split leaves no directory that a corrected rerun would
+    // have to --resume.
+    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    crate::config::save_yaml(&run.out.join("prune.yaml"), cfg)?;
+    let soft_dir = run.out.join("soft");
+    if cfg.soft_epochs > 0 {
+        // The soft stage is a run of its own (the result, with no hard
+        // stage): `simulate` and `export` read task and data from here.
+        std::fs::create_dir_all(&soft_dir).map_err(|e| Error::io(&soft_dir, e))?;
+        crate::config::save_yaml(&soft_dir.join("prune.yaml"), cfg)?;
+    }
     let mut start_hard_from = cfg.checkpoint.clone();
     if cfg.soft_epochs > 0 {
         observer.note("soft stage: weights and thresholds");

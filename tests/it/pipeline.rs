@@ -394,6 +394,13 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
         assert!(!e.status.success() && msg.contains(says), "{flag} {value}: {msg}");
         assert!(!out.exists(), "{flag} {value}: nothing may be written");
     }
+    // A teacher that is not there is found before anything is written, so
+    // the corrected command needs no --resume.
+    let out = d.join("no-teacher");
+    let e = cp(&["prune", "-q", "--distill", "0.5"], &[("--checkpoint", &ft), ("--teacher", &d.join("no-such-teacher")), ("--out", &out)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("no-such-teacher"), "{msg}");
+    assert!(!out.exists(), "a run whose teacher is missing writes nothing: {msg}");
     // A sweep over one target, with the zero-shot and keep-ratio baselines
     // and the first sweep drawn beside it.
     let sw1 = d.join("sweep1");
@@ -448,6 +455,18 @@ fn a_flops_target_is_held_by_a_lagrange_multiplier() {
     assert_eq!((f(&line, "accuracy_min"), f(&line, "accuracy_max")), (a.min(b), a.max(b)));
     assert!((f(&line, "relative_flops") - (f(&runs[0], "relative_flops") + f(&runs[1], "relative_flops")) / 2.0).abs() < 1e-12, "{line}");
     assert_eq!(line["runs"][1]["accuracy"], runs[1]["accuracy"]);
+    // The same command again reads the finished runs back; with another
+    // setting it is refused, naming it, and the runs stay as they were.
+    let before = std::fs::read_to_string(sw2.join("target-0.6-seed-1/summary.json")).unwrap();
+    let out = cp(&again, &[("--checkpoint", &ft), ("--out", &sw2)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(sw2.join("sweep.jsonl")).unwrap(), text, "the same runs give the same line");
+    let mut other = again.clone();
+    other.extend(["--distill", "0.25"]);
+    let e = cp(&other, &[("--checkpoint", &ft), ("--out", &sw2)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("target-0.6-seed-1") && msg.contains("distill: 0.0 there, 0.25 here"), "{msg}");
+    assert_eq!(std::fs::read_to_string(sw2.join("target-0.6-seed-1/summary.json")).unwrap(), before);
     // The same seed twice, or --seeds beside --seed: refused, nothing written.
     for (flags, says) in [(vec!["--seeds", "3,3"], "3 is given twice"), (vec!["--seeds", "3", "--seed", "4"], "--seed")] {
         let out = d.join("twice");
