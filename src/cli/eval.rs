@@ -1,10 +1,9 @@
 //! `cipherprune eval`: a fine-tuned run's metrics on a split.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use cipherprune::data::Task;
-use cipherprune::run::{load_model, load_split, RunInfo};
+use cipherprune::run::Run;
 use cipherprune::train::eval::evaluate;
 
 use super::progress::Bars;
@@ -22,16 +21,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let EvalArgs { data: sel, batch_size, json } = args;
-    let info = RunInfo::read(&sel.checkpoint)?;
-    let task = Task::from_name(&info.task(&sel.task)?)?;
-    let data_dir = info.data_dir(&sel.data_dir)?;
-    let max_len = sel.max_seq_len.or(info.max_seq_len).unwrap_or(128);
-    let spec = sel.checkpoint.to_string_lossy().into_owned();
-    let loaded = load_model(&spec, None, max_len, 0)?;
-    let num_labels = loaded.cfg.num_labels.context("the checkpoint has no task head (config.json lacks num_labels): fine-tune it first")?;
-    anyhow::ensure!(num_labels == task.num_labels(), "the checkpoint has {num_labels} labels but {} needs {}", task.name(), task.num_labels());
-    let model = cipherprune::model::Bert::new(&loaded.cfg, &loaded.params, Some(num_labels))?;
-    let data = load_split(&loaded.tokenizer, &data_dir, task, &sel.split, sel.limit)?;
+    let Run { model, task, data, .. } = Run::load(&sel.spec(None))?;
     let started = std::time::Instant::now();
     let metrics = evaluate(&model, task, &data, batch_size, &mut Bars::new(json))?;
     let secs = started.elapsed().as_secs_f64();
