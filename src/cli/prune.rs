@@ -95,6 +95,11 @@ pub struct PruneArgs {
     /// check: nothing is chosen on dev.
     #[arg(long, value_name = "SHARE")]
     pub average_from: Option<f64>,
+    /// Run the hard stage K times from the soft result (seeds seed … seed
+    /// + K − 1, in `hard-seed-S/`) and keep the mean of their weights: one
+    /// model, the thresholds unchanged, less seed-to-seed spread.
+    #[arg(long, value_name = "K")]
+    pub soup: Option<usize>,
     /// Fold the tokens each layer prunes into one kept token, their mean,
     /// instead of dropping them (the hard stage trains with it; simulation,
     /// export, the engine and the protocol follow it).
@@ -168,6 +173,7 @@ pub(super) fn resolve(args: &PruneArgs) -> Result<PruneConfig> {
     if args.holdout.is_some() { cfg.holdout = args.holdout; }
     if args.average_from.is_some() { cfg.average_from = args.average_from; }
     if args.merge { cfg.merge = true; }
+    if let Some(v) = args.soup { cfg.soup = v; }
     if let Some(v) = args.distill { cfg.distill = v; }
     if let Some(v) = &args.teacher { cfg.teacher = Some(v.clone()); }
     if let Some(v) = args.rank_distill { cfg.rank_distill = v; }
@@ -198,13 +204,24 @@ pub fn finish(out: &std::path::Path, result: &std::path::Path, quiet: bool) -> R
     cipherprune::io::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     cipherprune::plot::tokens_per_layer(&out.join("tokens_kept.svg"), &format!("{}: tokens entering each layer (dev mean)", run.task.name()), &r.tokens_entering_per_layer, r.real_tokens)?;
     let mut series = vec![];
-    for (stage, dir) in [("soft", out.join("soft")), ("hard", out.to_path_buf())] {
+    // A soup's hard stages (`hard-seed-S/`) each follow the soft stage.
+    let mut soup: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(out)
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("hard-seed-")).map(|s| (format!("hard (seed {s})"), e.path()))).collect())
+        .unwrap_or_default();
+    soup.sort();
+    let mut stages = vec![("soft".to_string(), out.join("soft")), ("hard".to_string(), out.to_path_buf())];
+    stages.extend(soup);
+    let mut soft_end = 0.0;
+    for (stage, dir) in stages {
         let m = dir.join("metrics.jsonl");
         if m.is_file() {
-            let offset = if stage == "hard" { series.last().map_or(0.0, |(_, p): &(String, Vec<(f64, f64)>)| p.last().map_or(0.0, |q| q.0)) } else { 0.0 };
+            let offset = if stage == "soft" { 0.0 } else { soft_end };
             for key in ["loss", "task_loss"] {
                 let pts: Vec<(f64, f64)> = cipherprune::plot::series_from_metrics(&m, "train", key)?.into_iter().map(|(x, y)| (x + offset, y)).collect();
                 if !pts.is_empty() {
+                    if stage == "soft" {
+                        soft_end = soft_end.max(pts.last().map_or(0.0, |q| q.0));
+                    }
                     series.push((format!("{stage} {key}"), pts));
                 }
             }
@@ -238,10 +255,13 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if r.exponent.iter().any(|&p| p != 1.0) {
         println!("  p per layer: {}", fmt(&r.exponent));
     }
-    if let Some(h) = &r.hard {
+    let on = if cfg.holdout.is_some() { "held-out training rows" } else { "dev" };
+    if !r.soup.is_empty() {
+        let each: Vec<String> = r.soup.iter().map(|(s, m)| format!("seed {s} {}", m.map_or("-".into(), |m| format!("{m:.4}")))).collect();
+        println!("  hard stages on {on}: {}; the result is the mean of their weights", each.join(", "));
+    } else if let Some(h) = &r.hard {
         if let Some(best) = h.state.best_metric {
             let rw = h.state.best.get("relative_work").copied().unwrap_or(f64::NAN);
-            let on = if cfg.holdout.is_some() { "held-out training rows" } else { "dev" };
             match cfg.average_from {
                 Some(share) => println!("  hard stage result: its weights averaged from {share} of it on, on {on} at the end: main metric {best:.4}, relative work {rw:.3}"),
                 None => println!("  hard stage best on {on} (step {}): main metric {best:.4}, relative work {rw:.3}", h.state.best_step),

@@ -96,6 +96,11 @@ pub struct PruneConfig {
     /// instead of its best check: nothing is chosen on the set it is
     /// reported on. In (0, 1); `null`: the best check.
     pub average_from: Option<f64>,
+    /// Run the hard stage this many times from the same soft result, with
+    /// seeds seed, seed + 1, …, and make the result the uniform mean of
+    /// their weights (a model soup; the thresholds are frozen there, so
+    /// all share them). 1: one hard stage, its result as it is.
+    pub soup: usize,
     /// The tokens a layer prunes are folded into one kept token (their
     /// mean) instead of dropped, in the hard stage and wherever the run is
     /// evaluated: simulation, threshold file, engine and protocol.
@@ -144,6 +149,7 @@ impl Default for PruneConfig {
             eval_limit: None,
             holdout: None,
             average_from: None,
+            soup: 1,
             merge: false,
             freeze_word_embeddings: true,
             save_every: 200,
@@ -182,6 +188,9 @@ impl PruneConfig {
         }
         if !(0.0..=1.0).contains(&self.target_warmup) {
             return Err(Error::Config(format!("target_warmup is {}, not in [0, 1]", self.target_warmup)));
+        }
+        if self.soup == 0 || (self.soup > 1 && self.hard_epochs == 0) {
+            return Err(Error::Config(format!("soup is {}: it counts hard stages, so at least 1, and more than 1 needs hard_epochs ≥ 1", self.soup)));
         }
         if !pos(self.lagrange_lr) {
             return bad("lagrange_lr must be a positive number");

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+
+use crate::model::params::Params;
 
 use crate::error::{Error, Result};
 
@@ -102,6 +104,24 @@ impl Average {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// A model soup (Wortsman et al. 2022): sets every trainable tensor of
+/// `params` to its uniform mean over the runs saved in `dirs`. The runs
+/// start from one model and differ only in their seeds, so their weights
+/// lie close enough that the mean is itself a good model, and it varies
+/// less from one set of seeds to the next than any one run does.
+pub fn soup(params: &Params, dirs: &[std::path::PathBuf]) -> Result<()> {
+    let runs = dirs.iter().map(|d| Params::load(&d.join("model.safetensors"))).collect::<Result<Vec<_>>>()?;
+    for (name, var) in params.vars() {
+        let shape = var.dims().to_vec();
+        let mut sum = Tensor::zeros(shape.as_slice(), DType::F64, var.device())?;
+        for r in &runs {
+            sum = (sum + r.get(name, &shape)?.to_dtype(DType::F64)?)?;
+        }
+        var.set(&(sum / runs.len() as f64)?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -297,6 +297,8 @@ pub struct PruneReport {
     pub exponent: Vec<f64>,
     /// Where the result (model + thresholds) is.
     pub result_dir: PathBuf,
+    /// With `soup` > 1: each hard stage's seed and its result's check.
+    pub soup: Vec<(u64, Option<f64>)>,
 }
 
 /// The loop of one stage; the hard stage (`hard`) keeps its best check, or
@@ -454,7 +456,7 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
     if train.is_empty() {
         return Err(Error::Config(format!("the training split is empty (min_train_tokens = {}, limit = {:?})", cfg.min_train_tokens, cfg.limit)));
     }
-    let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], exponent: vec![], result_dir: run.out.clone() };
+    let mut report = PruneReport { soft: None, hard: None, train_examples: train.len(), theta: vec![], beta: vec![], exponent: vec![], result_dir: run.out.clone(), soup: vec![] };
     let teacher = if cfg.distill > 0.0 || cfg.rank_distill > 0.0 {
         let other = cfg.teacher.as_ref().map(|dir| load_stage(cfg, dir, task, false, &[])).transpose()?;
         let model = other.as_ref().map_or(&soft_stage.model, |t| &t.model);
@@ -490,7 +492,30 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         start_hard_from = soft_dir;
     }
     drop(soft_stage);
-    if cfg.hard_epochs > 0 {
+    if cfg.hard_epochs > 0 && cfg.soup > 1 {
+        let mut dirs = vec![];
+        for k in 0..cfg.soup as u64 {
+            let c = PruneConfig { seed: cfg.seed + k, ..cfg.clone() };
+            let dir = run.out.join(format!("hard-seed-{}", c.seed));
+            observer.note(&format!("hard stage {} of {} (seed {}): thresholds frozen, weights adapt to hard masks", k + 1, cfg.soup, c.seed));
+            let mut hard = load_stage(&c, &start_hard_from, task, false, &dev)?;
+            hard.teacher = teacher.clone();
+            let outcome = trainer::run(&stage_spec(&c, dir.clone(), c.hard_epochs, task, run, true), &mut hard, &train, observer)?;
+            let interrupted = outcome.interrupted;
+            report.soup.push((c.seed, outcome.state.best_metric));
+            report.hard = Some(outcome);
+            if interrupted {
+                return Ok(report);
+            }
+            dirs.push(dir);
+        }
+        observer.note(&format!("the result: the mean of the {} hard stages' weights", cfg.soup));
+        let result = load_stage(cfg, &dirs[0], task, false, &dev)?;
+        super::average::soup(&result.loaded.params, &dirs)?;
+        result.save(&run.out)?;
+        (report.theta, report.beta) = result.thr.values()?;
+        report.exponent = result.thr.exponents()?;
+    } else if cfg.hard_epochs > 0 {
         observer.note("hard stage: thresholds frozen, weights adapt to hard masks");
         let mut hard = load_stage(cfg, &start_hard_from, task, false, &dev)?;
         hard.teacher = teacher;

@@ -264,6 +264,50 @@ fn the_hard_stage_can_average_its_weights() {
     refused(&e, "average_from is 1.5, not in (0, 1)");
 }
 
+/// With `--soup 2` the hard stage runs twice from the same start (seeds 7
+/// and 8) and the result is the mean of their weights, with the thresholds
+/// they share; the first is the hard stage a run without the soup trains,
+/// and an interrupted soup resumes to the same bytes.
+#[test]
+fn a_soup_is_the_mean_of_several_hard_stages() {
+    let (dir, _, ft) = tiny_finetuned(28, 13);
+    let d = dir.path();
+    let flags = ["prune", "-q", "--soft-epochs", "0", "--batch-size", "16", "--lr", "1e-3", "--theta-init", "0.02", "--seed", "7", "--log-every", "1"];
+    let with = |extra: &[&'static str]| [&flags[..], extra].concat();
+    let (plain, a, b) = (d.join("plain"), d.join("a"), d.join("b"));
+    ok(&cp(&flags, &[("--checkpoint", &ft), ("--out", &plain)]));
+    let out = cp(&with(&["--soup", "2"]), &[("--checkpoint", &ft), ("--out", &a)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("hard stages on dev: seed 7 ") && text.contains(", seed 8 ") && text.contains("the result is the mean of their weights"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let weights = |p: PathBuf| cipherprune::model::Params::load(&p.join("model.safetensors")).unwrap().all();
+    let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
+    let (w7, w8, mean) = (weights(a.join("hard-seed-7")), weights(a.join("hard-seed-8")), weights(a.clone()));
+    assert_eq!(w7.keys().collect::<Vec<_>>(), mean.keys().collect::<Vec<_>>());
+    let mut differ = 0;
+    for (name, m) in &mean {
+        let (x, y) = (values(&w7[name]), values(&w8[name]));
+        differ += usize::from(x != y);
+        for ((m, x), y) in values(m).iter().zip(&x).zip(&y) {
+            assert!((m - (x + y) / 2.0).abs() <= 1e-6 * (1.0 + x.abs()), "{name}: {m} is not the mean of {x} and {y}");
+        }
+    }
+    assert!(differ > 0, "the two hard stages trained identically: the seed did not reach them");
+    let plain_w = weights(plain.clone());
+    assert!(plain_w.iter().all(|(n, t)| values(t) == values(&w7[n])), "the first hard stage is the run without a soup");
+    let thr = |p: PathBuf| std::fs::read(p.join("thresholds.safetensors")).unwrap();
+    let theta = |p: PathBuf| values(&candle_core::safetensors::load(p.join("thresholds.safetensors"), &candle_core::Device::Cpu).unwrap()["thresholds.theta"]);
+    assert_eq!(theta(a.clone()), theta(a.join("hard-seed-8")), "the soup keeps the thresholds its hard stages share");
+    assert!(a.join("summary.json").is_file() && std::fs::read_to_string(a.join("loss.svg")).unwrap().contains("hard (seed 8)"));
+    // Stopped inside the first hard stage, then resumed: the same soup.
+    ok(&cp(&with(&["--soup", "2", "--stop-after", "3"]), &[("--checkpoint", &ft), ("--out", &b)]));
+    assert!(!b.join("hard-seed-8").exists() && !b.join("model.safetensors").exists());
+    ok(&cp(&with(&["--soup", "2", "--resume"]), &[("--checkpoint", &ft), ("--out", &b)]));
+    assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed soup differs");
+    assert_eq!(thr(a.clone()), thr(b.clone()));
+    let e = cp(&with(&["--soup", "0"]), &[("--checkpoint", &ft), ("--out", &d.join("c"))]);
+    refused(&e, "soup is 0");
+}
+
 /// Merging keeps one token per layer for what it prunes, in training,
 /// simulation, the threshold file, the engine and the two-party protocol.
 #[test]
