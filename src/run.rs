@@ -144,11 +144,21 @@ pub struct Ablation {
 }
 
 impl Run {
+    /// The run with `spec`'s split of its task's data.
     pub fn load(spec: &RunSpec) -> Result<Run> {
+        let mut run = Run::open(spec)?;
+        let data_dir = RunInfo::read(&spec.checkpoint)?.data_dir(&spec.data_dir)?;
+        let split = if spec.split.is_empty() { "dev" } else { &spec.split };
+        run.data = load_split(&run.loaded.tokenizer, &data_dir, run.task, split, spec.limit)?;
+        Ok(run)
+    }
+
+    /// The run without data (`data` empty): model, task and thresholds, all
+    /// checked, for the parties of the protocol, which never read a dataset.
+    pub fn open(spec: &RunSpec) -> Result<Run> {
         let checkpoint = &spec.checkpoint;
         let info = RunInfo::read(checkpoint)?;
         let task = Task::from_name(&info.task(&spec.task)?)?;
-        let data_dir = info.data_dir(&spec.data_dir)?;
         let max_len = spec.max_seq_len.or(info.max_seq_len).unwrap_or(128);
         let loaded = load_model(&checkpoint.to_string_lossy(), None, max_len, 0)?;
         let k = loaded.cfg.num_labels.ok_or_else(|| Error::Model(format!("`{}` has no task head: fine-tune it first", checkpoint.display())))?;
@@ -158,9 +168,7 @@ impl Run {
         let model = Bert::new(&loaded.cfg, &loaded.params, Some(k))?;
         let weights_sha256 = sha256_file(&loaded.files.weights)?;
         let thresholds = load_thresholds(checkpoint, spec.thresholds.as_deref(), &loaded, task, &weights_sha256, info.prune.as_ref())?;
-        let split = if spec.split.is_empty() { "dev" } else { &spec.split };
-        let data = load_split(&loaded.tokenizer, &data_dir, task, split, spec.limit)?;
-        Ok(Run { loaded, model, task, data, max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
+        Ok(Run { loaded, model, task, data: vec![], max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
     }
 
     pub fn layers(&self) -> usize {

@@ -13,14 +13,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rand::SeedableRng;
 
-use cipherprune::data::Task;
 use cipherprune::mpc::net::{run_client, run_dealer, serve_one, ClientOptions, DealerOptions, ServerInfo, ServerModel, PROTOCOL};
 use cipherprune::mpc::shares::Suite;
 use cipherprune::mpc::sort::Compaction;
-use cipherprune::prune::file::sha256_file;
 use cipherprune::secure::bert::{EngineConfig, EngineModel, LayerThresholds};
 
-use cipherprune::run::{engine_weights, load_model, load_thresholds, Loaded, RunInfo};
+use cipherprune::model::Masking;
+use cipherprune::run::{engine_weights, Ablation, Run, RunSpec};
 
 use super::secure_eval::{RingArgs, TruncMode};
 
@@ -119,13 +118,10 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
-fn load(checkpoint: &Path, max_len: usize) -> Result<(RunInfo, Loaded)> {
-    let info = RunInfo::read(checkpoint)?;
-    let loaded = load_model(&checkpoint.to_string_lossy(), None, max_len, 0)?;
-    if loaded.cfg.num_labels.is_none() {
-        bail!("`{}` has no task head: fine-tune it first", checkpoint.display());
-    }
-    Ok((info, loaded))
+/// A run as a party of the protocol opens it: model, task and thresholds,
+/// no dataset.
+fn open(checkpoint: &Path, thresholds: Option<PathBuf>, max_len: usize) -> Result<Run> {
+    Ok(Run::open(&RunSpec { checkpoint: checkpoint.to_path_buf(), thresholds, max_seq_len: Some(max_len), ..Default::default() })?)
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -133,16 +129,15 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         bail!("`serve` needs `--dealer ADDR`: the dealer runs as its own process (`cipherprune dealer --listen ADDR`), never inside the server");
     };
     let ring = args.ring.resolve()?;
-    let (info, loaded) = load(&args.checkpoint, 128)?;
-    let task = Task::from_name(&info.task(&None)?)?;
-    let sha = sha256_file(&loaded.files.weights)?;
-    let thr = if args.no_prune { None } else { load_thresholds(&args.checkpoint, args.thresholds.as_deref(), &loaded, task, &sha, info.prune.as_ref())? };
-    let (prune, reduce) = info.prune.as_ref().map_or((true, true), |c| (c.prune, c.reduce));
-    let (thetas, betas, exponents, merge) = match thr {
-        Some(t) => (prune.then_some(t.theta), reduce.then_some(t.beta), Some(t.exponent), t.merge),
-        None => (None, None, None, false),
+    let run = open(&args.checkpoint, args.thresholds.clone(), 128)?;
+    let (task, sha) = (run.task, &run.weights_sha256);
+    // A run without thresholds is served unpruned, as with --no-prune.
+    let masks = !args.no_prune && run.thresholds.is_some();
+    let plan = run.plan(Ablation { no_prune: !masks, no_reduce: !masks, ..Default::default() }, false)?;
+    let Masking::Hard { theta: thetas, beta: betas, exponent: exponents, merge } = plan.masking else {
+        bail!("`{}`: the engine serves hard masks only", args.checkpoint.display());
     };
-    let weights = engine_weights(&loaded)?;
+    let weights = engine_weights(&run.loaded)?;
     let model = EngineModel::from_weights(&weights, &ring);
     let layers = model.num_layers();
     let truncation = match args.truncation {
@@ -167,7 +162,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let server = ServerModel::new(model, thresholds, public);
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("listening on {addr} ({} task, ring {ring}, {} compaction, {} comparisons, pruning {}, reduction {})", task.name(), args.compaction.name(), args.suite.name(), prune && server.info.prune.iter().any(|&p| p), reduce && server.info.reduce.iter().any(|&r| r));
+    println!("listening on {addr} ({} task, ring {ring}, {} compaction, {} comparisons, pruning {}, reduction {})", task.name(), args.compaction.name(), args.suite.name(), server.info.prune.iter().any(|&p| p), server.info.reduce.iter().any(|&r| r));
     let mut rng = match args.seed {
         Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
         None => rand_chacha::ChaCha20Rng::from_entropy(),
@@ -195,18 +190,18 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 }
 
 pub fn client(args: ClientArgs) -> Result<()> {
-    let (info, loaded) = load(&args.checkpoint, args.max_seq_len)?;
+    let run = open(&args.checkpoint, None, args.max_seq_len)?;
+    let loaded = &run.loaded;
     let enc = match &args.pair {
         Some(b) => loaded.tokenizer.encode((args.sentence.as_str(), b.as_str()), true),
         None => loaded.tokenizer.encode(args.sentence.as_str(), true),
     }
     .map_err(|e| anyhow::anyhow!("tokenizing the sentence: {e}"))?;
-    let weights = engine_weights(&loaded)?;
+    let weights = engine_weights(loaded)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let r = run_client(args.connect.as_str(), &args.dealer, &weights, enc.get_ids(), enc.get_type_ids(), ClientOptions { seed, timeout: Duration::from_secs(args.timeout.max(1)), capacity: args.offline_tokens })
         .map_err(|e| anyhow::anyhow!("secure inference with {} failed: {e}", args.connect))?;
-    let task = info.task(&None).ok().and_then(|t| Task::from_name(&t).ok());
-    let names = task.map(|t| t.label_names()).unwrap_or(&[]);
+    let names = run.task.label_names();
     let best = (0..r.logits.len()).fold(0, |b, i| if r.logits[i] > r.logits[b] { i } else { b });
     let label = if r.logits.len() == 1 { format!("{:.4}", r.logits[0]) } else { names.get(best).map_or(best.to_string(), |s| s.to_string()) };
     let kept: Vec<usize> = r.outcome.trace.kept_per_layer.iter().map(|k| k.len()).collect();
