@@ -62,3 +62,8 @@ $bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --checkpoi
 $bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --checkpoint "$ld" --teacher runs/glue/sst2 \
   --targets 0.58 --eval-every 100 --engine --baseline runs/frontier/sweep-lengthdrop --baseline runs/frontier/sweep-p05 \
   --out runs/frontier/sweep-ld-dev -q
+# Every seed's point the mean of three hard stages' weights (--soup 3), on
+# three seeds, at target 0.47: the curve's point is the mean over seeds,
+# the single runs drawn beside it (session 11).
+$bin sweep --config configs/prune-sst2-target.yaml --data-dir "$glue" --checkpoint "$ld" --teacher runs/glue/sst2 \
+  --targets 0.47 --seeds 42,43,44 --soup 3 --engine --out runs/frontier/sweep-soup -q

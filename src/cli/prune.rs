@@ -235,7 +235,8 @@ pub fn finish(out: &std::path::Path, result: &std::path::Path, quiet: bool) -> R
 
 pub fn run(args: PruneArgs) -> Result<()> {
     let cfg = resolve(&args)?;
-    if !args.common.resume && (args.out.join("checkpoints").exists() || args.out.join("soft").exists()) {
+    let soup_started = std::fs::read_dir(&args.out).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("hard-seed-")));
+    if !args.common.resume && (args.out.join("checkpoints").exists() || args.out.join("soft").exists() || soup_started) {
         bail!("`{}` already holds a run; pass --resume to continue it or choose another --out", args.out.display());
     }
     let mut bars = Bars::new(args.common.quiet);

@@ -301,6 +301,7 @@ fn a_soup_is_the_mean_of_several_hard_stages() {
     // Stopped inside the first hard stage, then resumed: the same soup.
     ok(&cp(&with(&["--soup", "2", "--stop-after", "3"]), &[("--checkpoint", &ft), ("--out", &b)]));
     assert!(!b.join("hard-seed-8").exists() && !b.join("model.safetensors").exists());
+    refused(&cp(&with(&["--soup", "2"]), &[("--checkpoint", &ft), ("--out", &b)]), "already holds a run; pass --resume");
     ok(&cp(&with(&["--soup", "2", "--resume"]), &[("--checkpoint", &ft), ("--out", &b)]));
     assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap(), "resumed soup differs");
     assert_eq!(thr(a.clone()), thr(b.clone()));
