@@ -97,7 +97,7 @@ pub struct PruneArgs {
     pub average_from: Option<f64>,
     /// Run the hard stage K times from the soft result (seeds seed … seed
     /// + K − 1, in `hard-seed-S/`) and keep the mean of their weights: one
-    /// model, the thresholds unchanged, less seed-to-seed spread.
+    /// model, the thresholds and the secure cost unchanged.
     #[arg(long, value_name = "K")]
     pub soup: Option<usize>,
     /// Fold the tokens each layer prunes into one kept token, their mean,

@@ -109,8 +109,8 @@ impl Average {
 /// A model soup (Wortsman et al. 2022): sets every trainable tensor of
 /// `params` to its uniform mean over the runs saved in `dirs`. The runs
 /// start from one model and differ only in their seeds, so their weights
-/// lie close enough that the mean is itself a good model, and it varies
-/// less from one set of seeds to the next than any one run does.
+/// lie close enough that the mean is itself a model of the same kind —
+/// whether a better one is measured in docs/RESULTS.md, not assumed.
 pub fn soup(params: &Params, dirs: &[std::path::PathBuf]) -> Result<()> {
     let runs = dirs.iter().map(|d| Params::load(&d.join("model.safetensors"))).collect::<Result<Vec<_>>>()?;
     for (name, var) in params.vars() {
