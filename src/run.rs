@@ -146,8 +146,8 @@ pub struct Ablation {
 impl Run {
     /// The run with `spec`'s split of its task's data.
     pub fn load(spec: &RunSpec) -> Result<Run> {
-        let mut run = Run::open(spec)?;
-        let data_dir = RunInfo::read(&spec.checkpoint)?.data_dir(&spec.data_dir)?;
+        let (mut run, info) = Run::open_with_info(spec)?;
+        let data_dir = info.data_dir(&spec.data_dir)?;
         let split = if spec.split.is_empty() { "dev" } else { &spec.split };
         run.data = load_split(&run.loaded.tokenizer, &data_dir, run.task, split, spec.limit)?;
         Ok(run)
@@ -156,6 +156,10 @@ impl Run {
     /// The run without data (`data` empty): model, task and thresholds, all
     /// checked, for the parties of the protocol, which never read a dataset.
     pub fn open(spec: &RunSpec) -> Result<Run> {
+        Ok(Run::open_with_info(spec)?.0)
+    }
+
+    fn open_with_info(spec: &RunSpec) -> Result<(Run, RunInfo)> {
         let checkpoint = &spec.checkpoint;
         let info = RunInfo::read(checkpoint)?;
         let task = Task::from_name(&info.task(&spec.task)?)?;
@@ -168,7 +172,7 @@ impl Run {
         let model = Bert::new(&loaded.cfg, &loaded.params, Some(k))?;
         let weights_sha256 = sha256_file(&loaded.files.weights)?;
         let thresholds = load_thresholds(checkpoint, spec.thresholds.as_deref(), &loaded, task, &weights_sha256, info.prune.as_ref())?;
-        Ok(Run { loaded, model, task, data: vec![], max_seq_len: max_len, thresholds, prune_cfg: info.prune, weights_sha256 })
+        Ok((Run { loaded, model, task, data: vec![], max_seq_len: max_len, thresholds, prune_cfg: info.prune.clone(), weights_sha256 }, info))
     }
 
     pub fn layers(&self) -> usize {

@@ -216,7 +216,7 @@ pub fn run(mut args: SweepArgs) -> Result<()> {
             let main = task.main_metric();
             let f = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
             let mut p = Point { seed, dir: name, metric: f(main), work: f("relative_work"), flops: f("relative_flops"), bytes: f("secure_bytes_ratio"), rounds: f("secure_rounds_ratio"), engine: None };
-            println!("{label:<12} {main} {:.4}  relative work {:.3}  relative FLOPs {:.3}  secure bytes {:.3}  rounds {:.3}  tokens kept per layer {}", p.metric, p.work, p.flops, p.bytes, p.rounds, summary["tokens_kept_per_layer"]);
+            println!("{label:<12} {main} {:.4}  {}  tokens kept per layer {}", p.metric, views(&summary), summary["tokens_kept_per_layer"]);
             let mut line = summary.clone();
             line[if by_target { "target_flops" } else { "lambda" }] = v.into();
             if args.engine {

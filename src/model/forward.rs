@@ -334,6 +334,7 @@ fn merge_slots(live: &Tensor, keep: &mut [Vec<f32>]) -> Result<(Tensor, Tensor, 
     let lv = live.to_vec2::<f32>()?;
     let mut slot = vec![0f32; b * seq];
     let mut pruned = vec![0f32; b * seq];
+    let mut flags = vec![false; b];
     for (i, (alive, kept)) in lv.iter().zip(keep.iter_mut()).enumerate() {
         let gone: Vec<usize> = (0..seq).filter(|&j| alive[j] > 0.5 && kept[j] < 0.5).collect();
         for &j in &gone {
@@ -342,9 +343,9 @@ fn merge_slots(live: &Tensor, keep: &mut [Vec<f32>]) -> Result<(Tensor, Tensor, 
         if let Some(&j) = gone.first() {
             slot[i * seq + j] = 1.0;
             kept[j] = 1.0;
+            flags[i] = true;
         }
     }
-    let flags = slot.chunks(seq.max(1)).map(|row| row.contains(&1.0)).collect();
     let slot = Tensor::from_vec(slot, (b, seq), live.device())?;
     let weight = Tensor::from_vec(pruned, (b, seq), live.device())?;
     Ok((slot, weight, flags))

@@ -492,37 +492,39 @@ pub fn prune(run: &PruneRun, observer: &mut dyn Observer) -> Result<PruneReport>
         start_hard_from = soft_dir;
     }
     drop(soft_stage);
-    if cfg.hard_epochs > 0 && cfg.soup > 1 {
+    if cfg.hard_epochs > 0 {
+        // With a soup, K hard stages in `hard-seed-S/`, then their mean in
+        // `run.out`; without, the one hard stage trains in `run.out`.
+        let soup = cfg.soup > 1;
         let mut dirs = vec![];
+        let mut last = None;
         for k in 0..cfg.soup as u64 {
             let c = PruneConfig { seed: cfg.seed + k, ..cfg.clone() };
-            let dir = run.out.join(format!("hard-seed-{}", c.seed));
-            observer.note(&format!("hard stage {} of {} (seed {}): thresholds frozen, weights adapt to hard masks", k + 1, cfg.soup, c.seed));
+            let dir = if soup { run.out.join(format!("hard-seed-{}", c.seed)) } else { run.out.clone() };
+            let which = if soup { format!("hard stage {} of {} (seed {})", k + 1, cfg.soup, c.seed) } else { "hard stage".into() };
+            observer.note(&format!("{which}: thresholds frozen, weights adapt to hard masks"));
             let mut hard = load_stage(&c, &start_hard_from, task, false, &dev)?;
             hard.teacher = teacher.clone();
             let outcome = trainer::run(&stage_spec(&c, dir.clone(), c.hard_epochs, task, run, true), &mut hard, &train, observer)?;
             let interrupted = outcome.interrupted;
-            report.soup.push((c.seed, outcome.state.best_metric));
+            if soup {
+                report.soup.push((c.seed, outcome.state.best_metric));
+            }
             report.hard = Some(outcome);
             if interrupted {
                 return Ok(report);
             }
             dirs.push(dir);
+            last = Some(hard);
         }
-        observer.note(&format!("the result: the mean of the {} hard stages' weights", cfg.soup));
-        let result = load_stage(cfg, &dirs[0], task, false, &dev)?;
-        super::average::soup(&result.loaded.params, &dirs)?;
-        result.save(&run.out)?;
-        (report.theta, report.beta) = result.thr.values()?;
-        report.exponent = result.thr.exponents()?;
-    } else if cfg.hard_epochs > 0 {
-        observer.note("hard stage: thresholds frozen, weights adapt to hard masks");
-        let mut hard = load_stage(cfg, &start_hard_from, task, false, &dev)?;
-        hard.teacher = teacher;
-        let outcome = trainer::run(&stage_spec(cfg, run.out.clone(), cfg.hard_epochs, task, run, true), &mut hard, &train, observer)?;
+        let hard = last.expect("validate: soup ≥ 1");
+        if soup {
+            observer.note(&format!("the result: the mean of the {} hard stages' weights", cfg.soup));
+            super::average::soup(&hard.loaded.params, &dirs)?;
+            hard.save(&run.out)?;
+        }
         (report.theta, report.beta) = hard.thr.values()?;
         report.exponent = hard.thr.exponents()?;
-        report.hard = Some(outcome);
     } else {
         report.result_dir = start_hard_from;
     }
